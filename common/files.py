@@ -1,0 +1,140 @@
+"""Checks and sequential reads of weight files, shared by the generator and the pose loaders.
+
+Network volumes are slow under mmap (random page faults over the network), so weights are read
+front to back into one buffer and tensors are views of it.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zipfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from common.errors import VolumeFileError
+
+_SAFETENSORS_DTYPES = {
+    "BOOL": torch.bool,
+    "U8": torch.uint8,
+    "I8": torch.int8,
+    "I16": torch.int16,
+    "I32": torch.int32,
+    "I64": torch.int64,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "F32": torch.float32,
+    "F64": torch.float64,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "F8_E5M2": torch.float8_e5m2,
+}
+_READ_CHUNK = 64 << 20
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    """The outcome of checking one volume file; `problem` is None when it passed."""
+
+    name: str
+    path: Path
+    size: int | None
+    problem: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+    def as_dict(self) -> dict:
+        return {"file": self.name, "size": self.size, "ok": self.ok, "problem": self.problem}
+
+
+def require_file(path: Path) -> int:
+    """Size of `path`; VolumeFileError when it is missing or empty."""
+    if not path.is_file():
+        raise VolumeFileError(path, "missing")
+    size = path.stat().st_size
+    if size == 0:
+        raise VolumeFileError(path, "empty file")
+    return size
+
+
+def read_safetensors_header(path: Path) -> tuple[dict, dict[str, str]]:
+    """(tensor entries, __metadata__) of a safetensors file, validated against its size."""
+    size = require_file(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise VolumeFileError(path, "truncated: no safetensors header")
+        (header_len,) = struct.unpack("<Q", head)
+        if header_len <= 0 or header_len > min(size - 8, 100 << 20):
+            raise VolumeFileError(path, f"not a safetensors file (header length {header_len})")
+        try:
+            header = json.loads(f.read(header_len))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise VolumeFileError(path, f"unreadable safetensors header ({exc})") from None
+    metadata = header.pop("__metadata__", None) or {}
+    data_len = size - 8 - header_len
+    end = max((entry["data_offsets"][1] for entry in header.values()), default=0)
+    if end > data_len:
+        raise VolumeFileError(path, f"truncated: tensors need {end} bytes of data, the file has {data_len}")
+    return header, metadata
+
+
+def check_keys(path: Path, present: Iterable[str], required: Iterable[str]) -> None:
+    """VolumeFileError naming the first few required keys that are absent."""
+    missing = sorted(set(required) - set(present))
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise VolumeFileError(path, f"missing keys: {shown} (wrong or corrupt checkpoint?)")
+
+
+def pth_keys(path: Path) -> list[str]:
+    """The state-dict keys of a torch .pth file without loading its tensors."""
+    require_file(path)
+    if not zipfile.is_zipfile(path):
+        raise VolumeFileError(path, "not a torch .pth archive (truncated or corrupt)")
+    try:
+        state = torch.load(path, map_location="meta", weights_only=True, mmap=False)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise VolumeFileError(path, f"unreadable .pth ({type(exc).__name__}: {exc})") from None
+    if not isinstance(state, dict):
+        raise VolumeFileError(path, f"expected a state dict, found {type(state).__name__}")
+    return list(state)
+
+
+def read_sequential(path: Path) -> bytearray:
+    """The whole file, read front to back in large chunks (no mmap)."""
+    size = require_file(path)
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as f:
+        offset = 0
+        while offset < size:
+            n = f.readinto(view[offset : offset + _READ_CHUNK])
+            if not n:
+                raise VolumeFileError(path, f"truncated while reading at byte {offset} of {size}")
+            offset += n
+    return buffer
+
+
+def load_safetensors_sequential(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(state dict, metadata) of a safetensors file read sequentially; tensors share one buffer."""
+    header, metadata = read_safetensors_header(path)
+    buffer = read_sequential(path)
+    (header_len,) = struct.unpack("<Q", buffer[:8])
+    base = 8 + header_len
+    tensors: dict[str, torch.Tensor] = {}
+    for name, entry in header.items():
+        dtype = _SAFETENSORS_DTYPES.get(entry["dtype"])
+        if dtype is None:
+            raise VolumeFileError(path, f"tensor {name}: unsupported dtype {entry['dtype']}")
+        start, end = entry["data_offsets"]
+        if start == end:
+            tensors[name] = torch.empty(entry["shape"], dtype=dtype)
+            continue
+        flat = torch.frombuffer(buffer, dtype=dtype, offset=base + start, count=(end - start) // dtype.itemsize)
+        tensors[name] = flat.view(entry["shape"])
+    return tensors, metadata
