@@ -1,0 +1,1 @@
+"""GPU benchmarks; results are recorded in docs/PERFORMANCE.md."""
