@@ -1,5 +1,7 @@
 """Name an unsupported GPU architecture at start, not as "no kernel image is available" in the middle of a job.
 
+    python -m worker.cuda_arch     # exits 1 when this PyTorch build misses one of TARGET_CAPABILITIES
+
 A PyTorch CUDA build carries machine code (cubins) for a list of architectures, `torch.cuda.get_arch_list()`,
 and sometimes PTX that the driver compiles for newer GPUs. The compatibility rules of CUDA binaries:
 - `sm_XY` runs on compute capability X.Z for any Z >= Y (same major version);
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 
 import torch
 
@@ -61,6 +64,11 @@ def arch_name(capability: tuple[int, int]) -> str:
     return f"sm_{capability[0]}{capability[1]}"
 
 
+def missing_targets(arch_list: list[str]) -> list[str]:
+    """The target GPUs (see TARGET_CAPABILITIES) that a build for `arch_list` cannot run on."""
+    return [f"{arch_name(cap)} {gpus}" for cap, gpus in TARGET_CAPABILITIES.items() if not can_run(cap, arch_list)]
+
+
 def check_cuda_arch(device_index: int = 0) -> str:
     """Check that this PyTorch build runs on CUDA device `device_index` and return its name, e.g. 'sm_89'.
 
@@ -77,3 +85,19 @@ def check_cuda_arch(device_index: int = 0) -> str:
         )
     log.info("GPU %s (%s) is supported by PyTorch %s", gpu, arch_name(capability), torch.__version__)
     return arch_name(capability)
+
+
+def main() -> int:
+    """Check the installed PyTorch build against every target GPU (the Docker build runs this)."""
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    arch_list = torch.cuda.get_arch_list()
+    missing = missing_targets(arch_list)
+    if missing:
+        log.error("PyTorch %s built for %s has no kernels for: %s", torch.__version__, arch_list, "; ".join(missing))
+        return 1
+    log.info("PyTorch %s (CUDA %s) runs on %s", torch.__version__, torch.version.cuda, ", ".join(arch_list))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from worker.cuda_arch import TARGET_CAPABILITIES, UnsupportedGpuError, can_run, check_cuda_arch, parse_arch
+from worker.cuda_arch import UnsupportedGpuError, can_run, check_cuda_arch, missing_targets, parse_arch
 
 AMPERE_TO_HOPPER = ["sm_80", "sm_86", "sm_90"]
 
@@ -46,8 +46,12 @@ def test_pinned_torch_build_has_kernels_for_every_target_gpu():
     arch_list = torch.cuda.get_arch_list()
     if not arch_list:
         pytest.skip("this torch is a CPU-only build")
-    missing = [name for capability, name in TARGET_CAPABILITIES.items() if not can_run(capability, arch_list)]
-    assert missing == [], f"torch {torch.__version__} built for {arch_list}"
+    assert missing_targets(arch_list) == [], f"torch {torch.__version__} built for {arch_list}"
+
+
+def test_missing_targets_names_the_architectures_a_build_lacks():
+    missing = missing_targets(AMPERE_TO_HOPPER)
+    assert [entry.split()[0] for entry in missing] == ["sm_100", "sm_120"]
 
 
 @pytest.fixture
