@@ -33,7 +33,8 @@ class LocalizerHead(nn.Module):
         logits = F.conv2d(features, weight, bias).float().unflatten(1, (n_points, n_out))
         uncertainty_map = logits[:, :, 0]
         xy_heatmap = logits[:, :, 1].flatten(2).softmax(-1).unflatten(2, logits.shape[-2:])
-        volume = logits[:, :, 2:].flatten(2).softmax(-1).unflatten(2, logits.shape[-3:])  # [B,P,D,h,w]
+        depth_logits = logits[:, :, 2:]  # [B, P, depth, h, w]
+        volume = depth_logits.flatten(2).softmax(-1).unflatten(2, depth_logits.shape[-3:])
         image_heatmap = volume.sum(dim=2)
         xy_metric = _expectation_xy(xy_heatmap)
         xy_pixel = _expectation_xy(image_heatmap)
