@@ -155,7 +155,9 @@ class DiTBlock(nn.Module):
         self.norm3 = nn.LayerNorm(cfg.dim, eps=cfg.eps)
         self.cross_attn = CrossAttention(cfg.dim, cfg.num_heads, cfg.eps)
         self.norm2 = nn.LayerNorm(cfg.dim, eps=cfg.eps, elementwise_affine=False)
-        self.ffn = nn.Sequential(nn.Linear(cfg.dim, cfg.ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(cfg.ffn_dim, cfg.dim))
+        self.ffn = nn.Sequential(
+            nn.Linear(cfg.dim, cfg.ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(cfg.ffn_dim, cfg.dim)
+        )
 
     def forward(
         self,
@@ -178,7 +180,11 @@ class ImageEmbedding(nn.Module):
     def __init__(self, clip_dim: int, dim: int):
         super().__init__()
         self.proj = nn.Sequential(
-            nn.LayerNorm(clip_dim), nn.Linear(clip_dim, clip_dim), nn.GELU(), nn.Linear(clip_dim, dim), nn.LayerNorm(dim)
+            nn.LayerNorm(clip_dim),
+            nn.Linear(clip_dim, clip_dim),
+            nn.GELU(),
+            nn.Linear(clip_dim, dim),
+            nn.LayerNorm(dim),
         )
 
     def forward(self, clip_tokens: torch.Tensor) -> torch.Tensor:
@@ -253,8 +259,8 @@ class ScailDiT(nn.Module):
         """
         batch, _, frames, h, w = x.shape
         grid = (frames, h // PATCH[1], w // PATCH[2])
-        if h % 2 or w % 2:
-            raise ValueError(f"latent height and width must be even, got {h}x{w}")
+        if h % 4 or w % 4:  # the pose token grid is half the video token grid
+            raise ValueError(f"latent height and width must be multiples of 4 (pixels of 32), got {h}x{w}")
         if pose is not None and tuple(pose.shape[2:]) != (frames - 1, h // 2, w // 2):
             raise ValueError(f"pose latents {tuple(pose.shape)} do not match video latents {tuple(x.shape)}")
 

@@ -1,0 +1,106 @@
+"""DiT file -> ScailDiT: the int8 file through mmgp (Linears become quanto QLinear), or a bf16 file.
+
+The header is checked first (size, truncation, every key the model needs), so a bad file fails in
+a second with a message naming it. The weights are then read front to back into one buffer (network
+volumes are 30-50x slower under mmap's random page faults) and handed to mmgp as an in-memory state
+dict with the file's quantization map; mmgp never maps the file itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+from mmgp import offload
+
+from common.errors import VolumeFileError
+from common.files import check_keys, load_safetensors_sequential, read_safetensors_header
+from wan2gp_integration.dit import DiTConfig, ScailDiT
+
+log = logging.getLogger(__name__)
+
+# Keys a quantized Linear stores besides `<m>.weight._data` (what `<m>.weight` becomes).
+_QUANTO_EXTRA = (".weight._scale", ".input_scale", ".output_scale")
+# What DiTConfig.from_state_dict reads.
+_CONFIG_KEYS = (
+    "patch_embedding.weight",
+    "blocks.0.ffn.0.weight",
+    "head.head.weight",
+    "text_embedding.0.weight",
+    "img_emb.proj.1.weight",
+    "time_embedding.0.weight",
+)
+
+
+def _model_keys(file_keys: set[str]) -> set[str]:
+    """The file's keys as the model names them: `<m>.weight._data` -> `<m>.weight`, quanto extras dropped."""
+    keys = set()
+    for key in file_keys:
+        if key.endswith(_QUANTO_EXTRA):
+            continue
+        keys.add(key.removesuffix("._data"))
+    return keys
+
+
+def quantization_map(path: Path, metadata: dict[str, str]) -> dict[str, dict] | None:
+    """The quanto quantization map stored by mmgp's saver, or None for a plain file."""
+    if "quantization_map_base64" in metadata:
+        try:
+            return json.loads(base64.b64decode(metadata["quantization_map_base64"]))
+        except ValueError as exc:
+            raise VolumeFileError(path, f"unreadable quantization map in the metadata ({exc})") from None
+    if "quantization_map" in metadata:
+        return json.loads(metadata["quantization_map"])
+    return None
+
+
+def inspect_dit_file(path: Path) -> tuple[DiTConfig, dict[str, dict] | None]:
+    """(config, quantization map or None) from the header alone; VolumeFileError naming the problem."""
+    header, metadata = read_safetensors_header(path)
+    present = _model_keys(set(header))
+    check_keys(path, present, _CONFIG_KEYS)
+    shapes = {key: entry["shape"] for key, entry in header.items()}
+    cfg = DiTConfig.from_state_dict(shapes)
+    qmap = quantization_map(path, metadata)
+    quantized = {key.removesuffix(".weight._data") for key in header if key.endswith(".weight._data")}
+    if quantized and qmap is None:
+        raise VolumeFileError(path, "int8 weights without a quantization map in the metadata (not an mmgp file?)")
+    if qmap is not None and set(qmap) != quantized:
+        raise VolumeFileError(path, "quantization map and int8 weights disagree")
+
+    with torch.device("meta"):
+        expected = set(ScailDiT(cfg).state_dict())
+    required = expected | {f"{m}{suffix}" for m in quantized for suffix in _QUANTO_EXTRA[:1]}
+    check_keys(path, present | set(header), required)
+    unexpected = present - expected
+    if unexpected:
+        shown = ", ".join(sorted(unexpected)[:5])
+        raise VolumeFileError(path, f"unexpected keys: {shown} (not a SCAIL DiT checkpoint?)")
+    return cfg, qmap
+
+
+def load_dit(path: Path, device: torch.device, dtype: torch.dtype) -> ScailDiT:
+    """The DiT of `path` (int8 mmgp/quanto file or plain bf16 safetensors) computing in `dtype`.
+
+    Time embedding and modulation stay float32. Pass device cpu to hand the model to mmgp's
+    `offload.profile`; another device moves it there (resident).
+    """
+    path = Path(path)
+    cfg, qmap = inspect_dit_file(path)
+    start = time.perf_counter()
+    state_dict, _ = load_safetensors_sequential(path)
+    log.info("read %s (%.1f GB) in %.1f s", path.name, path.stat().st_size / 1e9, time.perf_counter() - start)
+
+    with torch.device("meta"):
+        model = ScailDiT(cfg)
+    source = (state_dict, qmap) if qmap else state_dict
+    offload.load_model_data(model, source, default_dtype=dtype, writable_tensors=False, verboseLevel=0)
+    model.eval().requires_grad_(False)
+    if device.type != "cpu":
+        model.to(device)
+    log.info("DiT loaded: %d blocks, dim %d, %s, %s", cfg.num_layers, cfg.dim, "int8" if qmap else "plain", dtype)
+    return model
