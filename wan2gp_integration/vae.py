@@ -157,13 +157,16 @@ class WanVAE:
         return (mu - self.mean) / self.std
 
     @torch.inference_mode()
-    def decode(self, latents: torch.Tensor, *, tiled: bool = False) -> torch.Tensor:
+    def decode(
+        self, latents: torch.Tensor, *, tiled: bool = False, tile_px: int = 256, stride_px: int = 192
+    ) -> torch.Tensor:
         """latents [B,16,T_lat,h,w] -> video [B,3,1+4(T_lat-1),8h,8w] in [-1,1].
 
-        `tiled` decodes overlapping 256px tiles (blended at the seams) to bound memory on large frames.
+        `tiled` decodes overlapping `tile_px` tiles every `stride_px` pixels, blended at the seams, to bound
+        memory on large frames (frames no larger than one tile decode whole).
         """
         if tiled:
-            self.model.enable_tiling()
+            self.model.enable_tiling(tile_px, tile_px, stride_px, stride_px)
         else:
             self.model.disable_tiling()
         try:
