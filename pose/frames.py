@@ -22,7 +22,8 @@ def check_canvas_size(width: int, height: int) -> None:
             raise InputError(f"{name} {side} is out of range ({MIN_SIDE}..{MAX_SIDE} pixels)")
 
 
-def _check_image_array(array: np.ndarray, what: str) -> None:
+def check_image_array(array: np.ndarray, what: str) -> None:
+    """InputError unless `array` is uint8 RGB (H,W,3) or (T,H,W,3) with sides in [MIN_SIDE, MAX_SIDE]."""
     if array.dtype != np.uint8 or array.ndim not in (3, 4) or array.shape[-1] != 3:
         raise InputError(f"{what}: expected uint8 RGB (H,W,3) or (T,H,W,3), got {array.dtype} {array.shape}")
     height, width = array.shape[-3:-1]
@@ -36,7 +37,7 @@ def fit_to_canvas(image_or_frames: np.ndarray, width: int, height: int) -> np.nd
     A single image (the reference) uses Lanczos; video frames use area (shrink) or linear (enlarge) for speed.
     """
     check_canvas_size(width, height)
-    _check_image_array(image_or_frames, "image")
+    check_image_array(image_or_frames, "image")
     single = image_or_frames.ndim == 3
     frames = image_or_frames[None] if single else image_or_frames
     src_h, src_w = frames.shape[1:3]

@@ -1,0 +1,176 @@
+"""PoseVideoMaker: driving frames + reference image -> SCAIL pose video (the composition of this package).
+
+Interfaces assumed from the other pose packages:
+- pose.nlf: `load_nlf(weights, meta, device) -> NLFModel`; `NLFModel.joints_for_boxes(frames (T,H,W,3) uint8 RGB,
+  boxes list[(N_t,4) xyxy]) -> list[(N_t,24,3) float32 mm]`, camera from FOV 55 deg on the longer side; it widens
+  the boxes and blacks out the frame outside them itself.
+- pose.multi (2-5 persons): `load_multi(root, device) -> segmenter` with
+  `segmenter.composite_persons(frames (T,H,W,3), boxes (N,4) xyxy of frame 0, points list[(K,2) pixels])
+  -> (N,T,H,W,3) uint8`, each person composited over a flat colour.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common.errors import InputError
+from pose.alignment import Camera, face_scale, fit_camera, overlay_shifts, smpl_to_openpose
+from pose.detector import PersonDetector
+from pose.estimator import WholeBodyEstimator
+from pose.files import DWPOSE_FILE, NLF_META_FILE, NLF_WEIGHTS_FILE, YOLOX_FILE, require_pose_files
+from pose.frames import check_image_array
+from pose.keypoints import VALID_SCORE, PoseKeypoints, to_openpose
+from pose.overlay import compose, draw_overlay
+from pose.renderer import CapsuleRenderer, person_palettes
+
+log = logging.getLogger(__name__)
+
+MAX_PERSONS = 5
+MAX_FRAMES = 1024
+# Body points SAM is prompted with when visible (OpenPose slots): nose, neck, eyes.
+SAM_PROMPT_POINTS = [0, 1, 14, 15]
+
+
+@dataclass
+class FramePoses:
+    """What the 2D models found in each frame: boxes (N_t,4) xyxy pixels and the matching keypoints."""
+
+    boxes: list[np.ndarray]
+    keypoints: list[PoseKeypoints]
+
+
+class PoseVideoMaker:
+    """Extracts the driving motion (YOLOX, DWPose, NLF) and renders it as SCAIL's pose video."""
+
+    def __init__(self, detector: PersonDetector, estimator: WholeBodyEstimator, nlf, renderer: CapsuleRenderer,
+                 segmenter=None):  # fmt: skip
+        self.detector = detector
+        self.estimator = estimator
+        self.nlf = nlf
+        self.renderer = renderer
+        self.segmenter = segmenter
+
+    @classmethod
+    def from_model_root(cls, root: Path, device: torch.device, multi_person: bool = True) -> PoseVideoMaker:
+        """Check and load the pose files under `root` (SAM and MatAnyone only with `multi_person`)."""
+        from pose.nlf import load_nlf
+
+        root = Path(root)
+        require_pose_files(root, multi_person=multi_person)
+        segmenter = None
+        if multi_person:
+            from pose.multi import load_multi
+
+            segmenter = load_multi(root, device)
+        return cls(
+            PersonDetector.from_file(root / YOLOX_FILE, device),
+            WholeBodyEstimator.from_file(root / DWPOSE_FILE, device),
+            load_nlf(root / NLF_WEIGHTS_FILE, root / NLF_META_FILE, device),
+            CapsuleRenderer(device),
+            segmenter,
+        )
+
+    def detect(self, frames: np.ndarray, max_persons: int) -> FramePoses:
+        """Per frame: up to `max_persons` best person boxes and their keypoints.
+
+        A frame without a box gets DWPose on the whole image (its 2D marks are still drawn) and no box.
+        """
+        height, width = frames.shape[1:3]
+        boxes, keypoints = [], []
+        for frame in frames:
+            frame_boxes = self.detector(frame)[0][:max_persons]
+            points, scores = self.estimator(frame, frame_boxes)
+            boxes.append(frame_boxes)
+            keypoints.append(to_openpose(points, scores, width, height))
+        return FramePoses(boxes, keypoints)
+
+    def joints(self, frames: np.ndarray, boxes: list[np.ndarray]) -> np.ndarray:
+        """(T,24,3) mm SMPL joints of the first box of each frame; zeros where a frame has no box."""
+        firsts = [b[:1] for b in boxes]
+        joints = np.zeros((len(frames), 24, 3), np.float32)
+        for t, found in enumerate(self.nlf.joints_for_boxes(frames, firsts)):
+            if len(found):
+                joints[t] = found[0]
+        return joints
+
+    def render(self, frames: np.ndarray, reference: np.ndarray, *, num_persons: int = 1,
+               align_to_reference: bool = True) -> np.ndarray:  # fmt: skip
+        """frames (T,H,W,3) and reference (H,W,3) uint8 RGB, already fitted to the output canvas;
+        returns the pose video (T,H,W,3) uint8 RGB at the same size. InputError when no person is found."""
+        check_image_array(frames, "pose_video")
+        check_image_array(reference, "reference_image")
+        if frames.ndim != 4 or not 1 <= len(frames) <= MAX_FRAMES:
+            raise InputError(f"pose_video: expected 1..{MAX_FRAMES} frames (T,H,W,3), got shape {frames.shape}")
+        if reference.ndim != 3 or reference.shape != frames.shape[1:]:
+            raise InputError(f"reference_image: size {reference.shape} differs from the frames' {frames.shape[1:]}")
+        if not 1 <= num_persons <= MAX_PERSONS:
+            raise InputError(f"num_persons {num_persons} is out of range (1..{MAX_PERSONS})")
+        if num_persons > 1:
+            return self.render_multi(frames, num_persons)
+        return self.render_single(frames, reference, align_to_reference)
+
+    def render_single(self, frames: np.ndarray, reference: np.ndarray, align_to_reference: bool) -> np.ndarray:
+        """One person (the best box of each frame), optionally aligned to the reference person."""
+        height, width = frames.shape[1:3]
+        poses = self.detect(frames, 1)
+        present = [t for t, b in enumerate(poses.boxes) if len(b)]
+        if not present:
+            raise InputError("pose_video: no person was found in the driving video")
+        joints = self.joints(frames, poses.boxes)
+        base = camera = Camera.default(width, height)
+        scale = 1.0
+        if align_to_reference:
+            reference_pose = self.detect(reference[None], 1)
+            if len(reference_pose.boxes[0]):
+                first = present[0]
+                ref = reference_pose.keypoints[0]
+                camera = fit_camera(smpl_to_openpose(joints[first]), ref.body[0], ref.body_scores[0], width, height)
+                scale = face_scale(ref, poses.keypoints[first], width, height)
+            else:
+                log.warning("no person found in the reference image; rendering without alignment")
+        head_shift, hand_shifts = overlay_shifts(joints, base, camera)
+        video = self.renderer.render(smpl_to_openpose(joints)[:, None], person_palettes(1), camera, width, height)
+        video = video.cpu().numpy()
+        for t in range(len(frames)):
+            overlay = draw_overlay(poses.keypoints[t], width, height, head_shift=head_shift[t][None],
+                                   hand_shifts=hand_shifts[t][None], face_scale=scale)  # fmt: skip
+            compose(video[t], overlay)
+        return video
+
+    def render_multi(self, frames: np.ndarray, num_persons: int) -> np.ndarray:
+        """2-5 persons: the largest boxes of frame 0 are segmented and tracked (pose.multi), each person is
+        posed on its own composited video, and all are rendered together (no alignment)."""
+        if self.segmenter is None:
+            raise InputError("num_persons > 1 needs the multi-person models (SAM, MatAnyone) on the volume")
+        height, width = frames.shape[1:3]
+        first = self.detect(frames[:1], MAX_PERSONS * 4)
+        boxes0 = first.boxes[0]
+        if len(boxes0) == 0:
+            raise InputError("pose_video: no person was found in the first frame of the driving video")
+        areas = (boxes0[:, 2] - boxes0[:, 0]) * (boxes0[:, 3] - boxes0[:, 1])
+        chosen = np.argsort(-areas, kind="stable")[:num_persons]
+        if len(chosen) < num_persons:
+            log.warning("num_persons=%d but only %d persons found in frame 0", num_persons, len(chosen))
+        body = first.keypoints[0].body[chosen] * [width, height]
+        shown = first.keypoints[0].body_scores[chosen][:, SAM_PROMPT_POINTS] >= VALID_SCORE
+        points = [b[SAM_PROMPT_POINTS][s] for b, s in zip(body, shown, strict=True)]
+        persons = self.segmenter.composite_persons(frames, boxes0[chosen], points)
+        joints = np.zeros((len(frames), len(chosen), 24, 3), np.float32)
+        keypoints: list[list[PoseKeypoints]] = []
+        for p, person_frames in enumerate(persons):
+            poses = self.detect(person_frames, 1)
+            joints[:, p] = self.joints(person_frames, poses.boxes)
+            keypoints.append(poses.keypoints)
+        camera = Camera.default(width, height)
+        video = self.renderer.render(smpl_to_openpose(joints), person_palettes(len(chosen)), camera, width, height)
+        video = video.cpu().numpy()
+        for t in range(len(frames)):
+            merged = PoseKeypoints(*(np.concatenate([getattr(k[t], f) for k in keypoints])
+                                     for f in PoseKeypoints.__dataclass_fields__))  # fmt: skip
+            compose(video[t], draw_overlay(merged, width, height))
+        return video
