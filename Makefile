@@ -46,7 +46,7 @@ demo: $(VOLUME_READY)
 	mkdir -p $(OUTPUTS)
 	env -u BUCKET_ENDPOINT_URL SCAIL_MODEL_ROOT=$(abspath $(VOLUME)) SCAIL_OUTPUT_DIR=$(abspath $(OUTPUTS)) \
 		SCAIL_DEVICE=cpu $(PY) runpod_handler.py
-	@ls -l $(OUTPUTS)/*.mp4 2>/dev/null || true
+	@find $(OUTPUTS) -name '*.mp4' -newer $(VOLUME_READY) -exec ls -l {} +
 
 test: $(INSTALLED)
 	$(PY) -m pytest -q
