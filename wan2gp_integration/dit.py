@@ -205,8 +205,9 @@ class Head(nn.Module):
 
 
 class ScailDiT(nn.Module):
-    # Kept in float32 at load time (mmgp honours `_lock_dtype`): the reference computes the time
-    # embedding and the modulation in float32.
+    # Kept in float32 at load time (mmgp and `to_dtype` honour a module's `_lock_dtype` for its own
+    # parameters): the reference computes the time embedding and the modulation in float32. The
+    # blocks' and the head's only direct parameter is their `modulation`.
     FLOAT32_MODULES = ("time_embedding", "time_projection")
 
     def __init__(self, cfg: DiTConfig):
@@ -222,24 +223,19 @@ class ScailDiT(nn.Module):
         self.img_emb = ImageEmbedding(cfg.clip_dim, cfg.dim)
         self.blocks = nn.ModuleList(DiTBlock(cfg) for _ in range(cfg.num_layers))
         self.head = Head(cfg)
-        self.lock_float32()
-
-    def lock_float32(self) -> None:
-        """Mark the time path and the modulation tables float32 for mmgp's loader and `to_dtype`."""
+        locked = [*self.blocks, self.head]
         for name in self.FLOAT32_MODULES:
-            for module in self.get_submodule(name).modules():  # mmgp reads it per module, not inherited
-                module._lock_dtype = torch.float32
-        for block in self.blocks:
-            block.modulation._lock_dtype = torch.float32
-        self.head.modulation._lock_dtype = torch.float32
+            locked += self.get_submodule(name).modules()
+        for module in locked:
+            module._lock_dtype = torch.float32
 
     def to_dtype(self, dtype: torch.dtype) -> ScailDiT:
-        """Cast the plain floating-point parameters to `dtype`, the float32-locked ones to float32."""
+        """Cast the plain floating-point parameters to `dtype`, those of float32-locked modules to float32."""
         for module in self.modules():
-            module_dtype = getattr(module, "_lock_dtype", dtype)
+            target = getattr(module, "_lock_dtype", dtype)
             for param in module.parameters(recurse=False):
                 if param.dtype.is_floating_point and type(param.data) is torch.Tensor:
-                    param.data = param.data.to(getattr(param, "_lock_dtype", module_dtype))
+                    param.data = param.data.to(target)
         return self
 
     def forward(
@@ -254,7 +250,8 @@ class ScailDiT(nn.Module):
 
         x [B, 20, F, h, w]: [reference latent ; noisy latents] (F = T+1) with the 4-channel mask;
         pose [B, 20, F-1, h/2, w/2] (pose latents + 4 ones channels) or None (plain Wan backbone);
-        t [B] in 0..1000; context [B, 512, text_dim]; clip_tokens [B, 257, clip_dim]
+        t [B] in 0..1000 (pass float64 under mmgp: its hook casts float32 inputs of the model to
+        the model dtype, which would round t in bf16); context [B, 512, text_dim]; clip_tokens [B, 257, clip_dim]
         -> [B, out_dim, F, h, w].
         """
         batch, _, frames, h, w = x.shape
