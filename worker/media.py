@@ -38,7 +38,9 @@ def decode_image(path: Path, field: str, max_pixels: int) -> np.ndarray:
                 canvas.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
                 image = canvas
             return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError) as exc:
+    except Image.DecompressionBombError:
+        raise InputError(f"{field}: image header claims more than {max_pixels} pixels (decompression bomb?)") from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise InputError(f"{field}: not a readable image ({exc})") from None
 
 

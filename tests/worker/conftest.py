@@ -60,7 +60,10 @@ def demo_media(tmp_path_factory):
 
 
 class Routes(http.server.BaseHTTPRequestHandler):
-    """GET handler answering from the server's `routes`: path -> (status, headers, body) or a callable."""
+    """GET handler answering from the server's `routes`: path -> (status, headers, body) or a callable.
+
+    Content-Length is added unless the route's headers map it to None (then the body ends at close).
+    """
 
     def do_GET(self):  # noqa: N802 - http.server's naming
         route = self.server.routes.get(self.path)
@@ -71,7 +74,8 @@ class Routes(http.server.BaseHTTPRequestHandler):
             status, headers, body = route() if callable(route) else route
         self.send_response(status)
         for name, value in headers.items():
-            self.send_header(name, value)
+            if value is not None:  # None: leave the header out
+                self.send_header(name, value)
         if "Content-Length" not in headers:
             self.send_header("Content-Length", str(len(body)))
         self.end_headers()
