@@ -115,10 +115,10 @@ class SelfAttention(nn.Module):
         self.norm_q = nn.RMSNorm(dim, eps=eps)
         self.norm_k = nn.RMSNorm(dim, eps=eps)
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """x [B, L, dim], rope (cos, sin) [L, 1, head_dim] -> [B, L, dim]."""
-        q = apply_rope(self.norm_q(self.q(x)).unflatten(2, (self.num_heads, -1)), *rope)
-        k = apply_rope(self.norm_k(self.k(x)).unflatten(2, (self.num_heads, -1)), *rope)
+    def forward(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+        """x [B, L, dim], rope [L, 1, head_dim/2] complex -> [B, L, dim]."""
+        q = apply_rope(self.norm_q(self.q(x)).unflatten(2, (self.num_heads, -1)), rope)
+        k = apply_rope(self.norm_k(self.k(x)).unflatten(2, (self.num_heads, -1)), rope)
         v = self.v(x).unflatten(2, (self.num_heads, -1))
         return self.o(attention(q, k, v).flatten(2))
 
@@ -163,7 +163,7 @@ class DiTBlock(nn.Module):
         self,
         x: torch.Tensor,
         e: torch.Tensor,
-        rope: tuple[torch.Tensor, torch.Tensor],
+        rope: torch.Tensor,
         context: torch.Tensor,
         context_img: torch.Tensor,
     ) -> torch.Tensor:

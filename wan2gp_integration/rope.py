@@ -70,10 +70,8 @@ def _pool2x2(grid: torch.Tensor) -> torch.Tensor:
 
 
 @lru_cache(maxsize=8)
-def rope_tables(
-    head_dim: int, video_grid: tuple[int, int, int], with_pose: bool, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin [L, 1, head_dim] float32 on `device` for the token layout [video | pose].
+def rope_tables(head_dim: int, video_grid: tuple[int, int, int], with_pose: bool, device: torch.device) -> torch.Tensor:
+    """cos + i*sin per channel pair, [L, 1, head_dim/2] complex64 on `device`, for the layout [video | pose].
 
     video_grid is (frames, h_tok, w_tok) including the reference frame; with_pose appends the
     (frames-1) x h_tok/2 x w_tok/2 pose tokens. Cached per shape: computed once per generation.
@@ -83,22 +81,16 @@ def rope_tables(
     if with_pose:
         pose_cos, pose_sin = pose_cos_sin(head_dim, frames - 1, h_tok, w_tok)
         cos, sin = torch.cat([cos, pose_cos]), torch.cat([sin, pose_sin])
-    return (
-        cos.to(device=device, dtype=torch.float32)[:, None],
-        sin.to(device=device, dtype=torch.float32)[:, None],
-    )
+    # both channels of a pair share one value: keep one per pair
+    return torch.complex(cos[:, ::2], sin[:, ::2]).to(device=device, dtype=torch.complex64)[:, None]
 
 
-def rotate_pairs(x: torch.Tensor) -> torch.Tensor:
-    """(x0, x1, x2, x3, ...) -> (-x1, x0, -x3, x2, ...): multiplication by i of each interleaved pair."""
-    pairs = x.unflatten(-1, (-1, 2))
-    return torch.stack([-pairs[..., 1], pairs[..., 0]], dim=-1).flatten(-2)
+def apply_rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """x [B, L, heads, head_dim] times freqs [L, 1, head_dim/2] per interleaved channel pair.
 
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x [B, L, heads, head_dim] rotated by cos, sin [L, 1, head_dim].
-
-    Computed in float32 like the reference (which rotates in float64 complex) and returned in x's dtype.
+    (x0 + i*x1) * (cos + i*sin) is x*cos + rot(x)*sin with rot(x0, x1) = (-x1, x0); it holds for
+    the pooled, non-unit pose values too. Computed in float32 like the reference (which rotates in
+    float64 complex) and returned in x's dtype.
     """
-    x32 = x.float()
-    return (x32 * cos + rotate_pairs(x32) * sin).type_as(x)
+    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+    return torch.view_as_real(pairs * freqs).flatten(-2).type_as(x)

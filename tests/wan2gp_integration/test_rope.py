@@ -79,12 +79,15 @@ def test_pose_latent_k_shares_t_with_video_latent_k():
 
 def test_rope_tables_lay_out_video_then_pose_tokens():
     frames, grid_h, grid_w = 3, 4, 6
-    cos, sin = rope_tables(HEAD_DIM, (frames, grid_h, grid_w), True, torch.device("cpu"))
+    freqs = rope_tables(HEAD_DIM, (frames, grid_h, grid_w), True, torch.device("cpu"))
     video_len = frames * grid_h * grid_w
-    assert cos.shape == (video_len + (frames - 1) * (grid_h // 2) * (grid_w // 2), 1, HEAD_DIM)
-    assert cos.dtype == torch.float32
-    pose_cos, _ = pose_cos_sin(HEAD_DIM, frames - 1, grid_h, grid_w)
-    torch.testing.assert_close(cos[video_len:, 0], pose_cos.float())
+    assert freqs.shape == (video_len + (frames - 1) * (grid_h // 2) * (grid_w // 2), 1, HEAD_DIM // 2)
+    video_cos, video_sin = video_cos_sin(HEAD_DIM, frames, grid_h, grid_w)
+    pose_cos, pose_sin = pose_cos_sin(HEAD_DIM, frames - 1, grid_h, grid_w)
+    torch.testing.assert_close(freqs[:video_len, 0].real, video_cos[:, ::2].float())
+    torch.testing.assert_close(freqs[:video_len, 0].imag, video_sin[:, ::2].float())
+    torch.testing.assert_close(freqs[video_len:, 0].real, pose_cos[:, ::2].float())
+    torch.testing.assert_close(freqs[video_len:, 0].imag, pose_sin[:, ::2].float())
 
 
 def test_rope_tables_are_computed_once_per_shape():
@@ -92,14 +95,31 @@ def test_rope_tables_are_computed_once_per_shape():
     assert rope_tables(HEAD_DIM, (2, 2, 4), True, torch.device("cpu")) is first
 
 
-def test_apply_rope_equals_complex_multiplication_of_pairs():
-    frames, grid_h, grid_w = 2, 2, 2
-    cos, sin = video_cos_sin(HEAD_DIM, frames, grid_h, grid_w)
-    x = torch.randn(1, cos.shape[0], 2, HEAD_DIM, dtype=torch.float64)
-    angles = torch.stack([expected_angles(t, h, w)[::2] for t in range(2) for h in range(2) for w in range(2)])
-    expected = torch.view_as_real(
-        torch.view_as_complex(x.unflatten(-1, (-1, 2))) * torch.polar(torch.ones_like(angles), angles)[None, :, None]
-    ).flatten(-2)
-    out = apply_rope(x.float(), cos.float()[:, None], sin.float()[:, None])
-    torch.testing.assert_close(out.double(), expected, atol=1e-5, rtol=1e-5)
-    assert math.isclose(out.norm().item(), x.norm().item(), rel_tol=1e-5)  # unit rotations keep the norm
+def rotate_pairs(x: torch.Tensor) -> torch.Tensor:
+    """(x0, x1, x2, x3, ...) -> (-x1, x0, -x3, x2, ...)."""
+    out = torch.empty_like(x)
+    out[..., 0::2], out[..., 1::2] = -x[..., 1::2], x[..., 0::2]
+    return out
+
+
+def test_apply_rope_is_x_cos_plus_rotated_x_sin_for_pooled_pose_values():
+    frames, grid_h, grid_w = 3, 2, 4
+    freqs = rope_tables(HEAD_DIM, (frames, grid_h, grid_w), True, torch.device("cpu"))
+    video_cos, video_sin = video_cos_sin(HEAD_DIM, frames, grid_h, grid_w)
+    pose_cos, pose_sin = pose_cos_sin(HEAD_DIM, frames - 1, grid_h, grid_w)
+    cos, sin = torch.cat([video_cos, pose_cos])[:, None], torch.cat([video_sin, pose_sin])[:, None]
+    x = torch.randn(2, cos.shape[0], 2, HEAD_DIM, dtype=torch.float64)
+    out = apply_rope(x.float(), freqs)
+    torch.testing.assert_close(out.double(), x * cos + rotate_pairs(x) * sin, atol=1e-5, rtol=1e-5)
+
+
+def test_apply_rope_keeps_the_norm_of_video_tokens():
+    freqs = rope_tables(HEAD_DIM, (2, 2, 2), False, torch.device("cpu"))
+    x = torch.randn(1, freqs.shape[0], 2, HEAD_DIM)
+    assert math.isclose(apply_rope(x, freqs).norm().item(), x.norm().item(), rel_tol=1e-5)
+
+
+def test_apply_rope_keeps_the_input_dtype():
+    freqs = rope_tables(HEAD_DIM, (2, 2, 2), False, torch.device("cpu"))
+    x = torch.randn(1, freqs.shape[0], 2, HEAD_DIM, dtype=torch.bfloat16)
+    assert apply_rope(x, freqs).dtype == torch.bfloat16

@@ -2,14 +2,19 @@
 
 mmgp quantizes every Linear inside `blocks.*` to optimum-quanto qint8 and keeps the rest bf16; the
 excluded module names are passed explicitly because mmgp's size heuristic would quantize the
-non-block Linears of a small model too. The full size (16.4 B parameters) is built in bf16 (~33 GB
-RAM) and quantized on the CPU: a GPU host with 128 GB builds it in minutes.
+non-block Linears of a small model too.
+
+The full size (16.4 B parameters) is generated, held (33 GB bf16 + 16.4 GB int8) and quantized on the
+GPU when there is one (an 80 GB card fits it; quanto on 2 CPU cores needs ~5 s per 70 M weights, so
+the CPU path takes many minutes); mmgp's saver copies tensor by tensor to the file. The tiny size is
+always generated on the CPU so that its weights do not depend on the machine.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import time
 from pathlib import Path
 from typing import Literal
 
@@ -20,6 +25,7 @@ from wan2gp_integration.dit import DiTConfig, ScailDiT
 
 log = logging.getLogger(__name__)
 
+CPU = torch.device("cpu")
 INT8_FILE = "wan2.1_scail_preview_14B_quanto_bf16_int8.safetensors"
 BF16_FILE = "wan2.1_scail_preview_14B_bf16.safetensors"
 # Modules outside `blocks.*` stay bf16 in the real file.
@@ -44,7 +50,7 @@ def config_for(size: Literal["tiny", "full"]) -> DiTConfig:
 
 def random_tensor(name: str, shape: torch.Size, cfg: DiTConfig, generator: torch.Generator) -> torch.Tensor:
     """A float32 tensor for parameter `name` with a scale that keeps a random model's activations sane."""
-    x = torch.randn(shape, generator=generator)
+    x = torch.randn(shape, generator=generator, device=generator.device)
     if name.endswith("modulation"):
         return x / math.sqrt(cfg.dim)
     if name.endswith(".bias"):
@@ -57,19 +63,23 @@ def random_tensor(name: str, shape: torch.Size, cfg: DiTConfig, generator: torch
     return x * std
 
 
-def random_state_dict(cfg: DiTConfig, seed: int = 0, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-    """Random weights for every parameter of ScailDiT(cfg), in `dtype`, generated tensor by tensor."""
+def random_state_dict(
+    cfg: DiTConfig, seed: int = 0, dtype: torch.dtype = torch.float32, device: torch.device = CPU
+) -> dict[str, torch.Tensor]:
+    """Random weights for every parameter of ScailDiT(cfg), in `dtype` on `device`, tensor by tensor."""
     with torch.device("meta"):
         shapes = {name: p.shape for name, p in ScailDiT(cfg).state_dict().items()}
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(device).manual_seed(seed)
     return {name: random_tensor(name, shape, cfg, generator).to(dtype) for name, shape in shapes.items()}
 
 
-def random_model(cfg: DiTConfig, seed: int = 0, dtype: torch.dtype = torch.float32) -> ScailDiT:
+def random_model(
+    cfg: DiTConfig, seed: int = 0, dtype: torch.dtype = torch.float32, device: torch.device = CPU
+) -> ScailDiT:
     """ScailDiT(cfg) with random weights; built on meta then materialised, so only one copy is held."""
     with torch.device("meta"):
         model = ScailDiT(cfg)
-    model.load_state_dict(random_state_dict(cfg, seed, dtype), assign=True)
+    model.load_state_dict(random_state_dict(cfg, seed, dtype, device), assign=True)
     return model.eval().requires_grad_(False)
 
 
@@ -78,11 +88,16 @@ def write_dit_file(root: Path, size: Literal["tiny", "full"], *, seed: int = 0, 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     cfg = config_for(size)
-    log.info("building a random %s DiT (%s)", size, cfg)
-    model = random_model(cfg, seed, torch.bfloat16)
+    device = torch.device("cuda") if size == "full" and torch.cuda.is_available() else CPU
+    log.info("building a random %s DiT on %s (%s)", size, device, cfg)
+    start = time.perf_counter()
+    model = random_model(cfg, seed, torch.bfloat16, device)
     model._config = cfg.as_wan_config()  # mmgp's saver stores it as the config metadata
     if bf16_twin:
         offload.save_model(model, str(root / BF16_FILE), verboseLevel=0)
         log.info("wrote %s", root / BF16_FILE)
     offload.save_model(model, str(root / INT8_FILE), do_quantize=True, quantize_exclude=NOT_QUANTIZED, verboseLevel=0)
-    log.info("wrote %s", root / INT8_FILE)
+    log.info("wrote %s in %.0f s", root / INT8_FILE, time.perf_counter() - start)
+    del model
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
