@@ -16,7 +16,7 @@ from pose.multi.sam import PersonSegmenter
 
 BACKGROUND_RGB = (120, 255, 155)
 # Growth of the tracked box per side, as a fraction of its width / height, to catch motion between frames.
-TRACK_MARGIN = 0.1
+TRACK_MARGIN = 0.2
 
 
 def _mask_box(mask: np.ndarray) -> np.ndarray | None:
