@@ -190,3 +190,16 @@ def test_int8_file_without_quantization_map_is_refused(volume, tmp_path):
     path.write_bytes(bytes(raw[:8]) + encoded[:length] + bytes(raw[8 + length :]))
     with pytest.raises(VolumeFileError, match="quantization map"):
         load_dit(path, CPU, torch.float32)
+
+
+@pytest.mark.gpu
+def test_int8_model_in_bf16_on_cuda_matches_cpu_float32(volume, loaded):
+    cuda = torch.device("cuda")
+    model = load_dit(volume / INT8_FILE, cuda, torch.bfloat16)
+    inputs = sample_inputs(model.cfg)
+    on_cuda = {k: v.to(cuda, torch.bfloat16 if v.dtype == torch.float32 else v.dtype) for k, v in inputs.items()}
+    with torch.no_grad():
+        out = model(**on_cuda).float().cpu()
+        expected = loaded[INT8_FILE](**inputs)
+    relative = ((out - expected).norm() / expected.norm()).item()
+    assert relative < 0.05, relative
