@@ -96,13 +96,13 @@ class CapsuleRenderer:
     @torch.no_grad()
     def render(self, joints: np.ndarray, colours: np.ndarray, camera: Camera, width: int, height: int) -> torch.Tensor:
         """joints (T,P,14,3) mm (all-zero = missing), colours (P,13,3) in 0..1 -> (T,H,W,3) uint8 on the device."""
-        joints_t = torch.as_tensor(np.asarray(joints, np.float32), device=self.device)
+        joints_t = torch.as_tensor(np.ascontiguousarray(joints, np.float32), device=self.device)
         num_frames, num_persons = joints_t.shape[:2]
         limbs = torch.tensor(LIMBS, device=self.device)
         start = joints_t[:, :, limbs[:, 0]].reshape(num_frames, -1, 3)  # (T,C,3), C = P*13
         end = joints_t[:, :, limbs[:, 1]].reshape(num_frames, -1, 3)
         drawn = (start.abs().sum(-1) > 0) & (end.abs().sum(-1) > 0)
-        base = torch.as_tensor(np.asarray(colours, np.float32), device=self.device).reshape(-1, 3)  # (C,3)
+        base = torch.as_tensor(np.ascontiguousarray(colours, np.float32), device=self.device).reshape(-1, 3)  # (C,3)
         z_min, z_max = depth_range(np.asarray(joints))
         z_near = max(z_min, DEPTH_NEAR_MM)
         z_span = min(z_max + DEPTH_MARGIN_MM, DEPTH_FAR_MM) - DEPTH_NEAR_MM
