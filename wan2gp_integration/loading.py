@@ -87,7 +87,9 @@ def load_dit(path: Path, device: torch.device, dtype: torch.dtype) -> ScailDiT:
     """The DiT of `path` (int8 mmgp/quanto file or plain bf16 safetensors) computing in `dtype`.
 
     Time embedding and modulation stay float32. Pass device cpu to hand the model to mmgp's
-    `offload.profile`; another device moves it there (resident).
+    `offload.profile`; another device moves it there (resident). Do not run the int8 model in
+    bfloat16 on the CPU: quanto's CPU int8 kernel for bf16 (torch._weight_int8pack_mm) crashes the
+    process with torch 2.14; CPU runs use float32.
     """
     path = Path(path)
     cfg, qmap = inspect_dit_file(path)
