@@ -8,7 +8,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # Reinstalled whenever a requirements file changes.
 INSTALLED := $(VENV)/.installed
-# pip 25.3 applies this machine's constraints file in build environments too (26.2+ does not).
+# Pinned so installs behave the same everywhere (25.3 also applies this machine's torch cap in build environments).
+# -qq: pip warns about every missing local index folder of the machine's pip config; errors still show.
 PIP_VERSION := 25.3
 
 VOLUME := build/volume
@@ -27,8 +28,8 @@ help:
 
 $(INSTALLED): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check pip==$(PIP_VERSION)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install -qq --disable-pip-version-check pip==$(PIP_VERSION)
+	$(PY) -m pip install -qq --disable-pip-version-check -r requirements-dev.txt
 	@touch $@
 
 venv: $(INSTALLED)
