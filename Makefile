@@ -45,7 +45,7 @@ volume: $(VOLUME_READY)
 # No bucket settings: the worker writes the video under SCAIL_OUTPUT_DIR and answers its path.
 demo: $(VOLUME_READY)
 	mkdir -p $(OUTPUTS)
-	env -u BUCKET_ENDPOINT_URL SCAIL_MODEL_ROOT=$(abspath $(VOLUME)) SCAIL_OUTPUT_DIR=$(abspath $(OUTPUTS)) \
+	env -u BUCKET_ENDPOINT_URL -u SCAIL_SELF_TEST SCAIL_MODEL_ROOT=$(abspath $(VOLUME)) SCAIL_OUTPUT_DIR=$(abspath $(OUTPUTS)) \
 		SCAIL_DEVICE=cpu $(PY) runpod_handler.py
 	@find $(OUTPUTS) -name '*.mp4' -newer $(VOLUME_READY) -exec ls -l {} +
 
