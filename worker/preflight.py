@@ -9,11 +9,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import psutil
 import torch
 
 from common.files import FileCheck
 from pose.files import MATANYONE_FILE, SAM_FILE, check_pose_files
+from wan2gp_integration import offload
 from wan2gp_integration.files import check_generator_files
 from worker.cuda_arch import check_cuda_arch
 from worker.settings import Settings
@@ -21,6 +21,8 @@ from worker.settings import Settings
 log = logging.getLogger(__name__)
 
 GIB = 1 << 30
+MIN_STREAMING_VRAM_BYTES = 12e9
+MIN_RAM_BYTES = 24e9
 
 
 class NotFitError(RuntimeError):
@@ -57,17 +59,36 @@ def check_cuda() -> str:
     return arch
 
 
-def check_memory(min_vram_gib: float, min_ram_gib: float) -> None:
-    """NotFitError when free VRAM (device 0) or total host RAM is under what the offload profile needs."""
-    ram = psutil.virtual_memory().total / GIB
-    if ram < min_ram_gib:
-        raise NotFitError(f"host RAM is {ram:.1f} GiB; the chosen offload profile needs {min_ram_gib:.0f} GiB")
-    if torch.cuda.is_available():
-        free, _ = torch.cuda.mem_get_info(0)
-        if free / GIB < min_vram_gib:
-            raise NotFitError(
-                f"free VRAM is {free / GIB:.1f} GiB; the chosen offload profile needs {min_vram_gib:.0f} GiB"
-            )
+def profile_requirements(profile: int) -> tuple[float, float]:
+    """(VRAM, host RAM) in bytes that offload `profile` needs: the thresholds it is chosen by, and floors
+    for the streaming profiles (a DiT block plus the activations of 81 frames at 896x512; the int8 DiT
+    and the text encoder quantized on the fly in RAM for profile 5)."""
+    whole_vram = offload.HIGH_VRAM_BYTES
+    return {
+        1: (whole_vram, offload.HIGH_RAM_BYTES),
+        2: (MIN_STREAMING_VRAM_BYTES, offload.HIGH_RAM_BYTES),
+        3: (whole_vram, offload.LOW_RAM_BYTES),
+        4: (MIN_STREAMING_VRAM_BYTES, offload.LOW_RAM_BYTES),
+        5: (MIN_STREAMING_VRAM_BYTES, MIN_RAM_BYTES),
+    }[profile]
+
+
+def check_memory(settings: Settings) -> int:
+    """NotFitError when GPU 0 or the host has less memory than the offload profile needs; returns the profile."""
+    device = torch.device("cuda", 0)
+    try:
+        profile = offload.resolve_profile(settings.offload_profile, device)
+    except ValueError as exc:
+        raise NotFitError(f"SCAIL_OFFLOAD_PROFILE: {exc}") from None
+    need_vram, need_ram = profile_requirements(profile)
+    vram = torch.cuda.get_device_properties(device).total_memory
+    ram = offload.host_ram_bytes()
+    name = f"offload profile {profile} ({offload.PROFILE_NAMES[profile]})"
+    if vram < need_vram:
+        raise NotFitError(f"GPU has {vram / GIB:.1f} GiB of VRAM; {name} needs {need_vram / GIB:.1f} GiB")
+    if ram < need_ram:
+        raise NotFitError(f"host has {ram / GIB:.1f} GiB of RAM; {name} needs {need_ram / GIB:.1f} GiB")
+    return profile
 
 
 def register_fitness_checks(settings: Settings) -> None:
@@ -77,3 +98,4 @@ def register_fitness_checks(settings: Settings) -> None:
     register_fitness_check(lambda: check_volume(settings.model_root))
     if settings.device != "cpu":
         register_fitness_check(check_cuda)
+        register_fitness_check(lambda: check_memory(settings))

@@ -9,17 +9,16 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import platform
-from typing import TYPE_CHECKING
 
 import psutil
 import torch
 
+from wan2gp_integration import offload
+from wan2gp_integration.attention import current_backend, resolve_backend
+from worker.engine import Engine, choose_device
 from worker.media import ffmpeg_version
 from worker.preflight import GIB, volume_checks
 from worker.settings import Settings
-
-if TYPE_CHECKING:
-    from worker.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -86,17 +85,36 @@ def _host() -> dict:
 
 
 def _engine(settings: Settings, engine: Engine | None) -> dict:
-    pipeline = engine.pipeline if engine is not None else None
+    device = engine.device if engine is not None else choose_device(settings.device)
     return {
         "loaded": engine is not None,
         "warm": engine is not None and engine.warm,
         "jobs_done": engine.jobs_done if engine is not None else 0,
-        "device": str(engine.device) if engine is not None else settings.device,
-        "offload_profile": getattr(pipeline, "profile", settings.offload_profile),
-        "attention": getattr(pipeline, "attention", settings.attention),
+        "device": str(device),
+        "offload_profile": _profile(settings, device),
+        # Once loaded, the backend in use (a missing package falls back); before, what the setting resolves to.
+        "attention": current_backend() if engine is not None else _attention(settings.attention),
         "multi_person": engine is not None and engine.multi_person,
         "self_test": settings.self_test,
     }
+
+
+def _profile(settings: Settings, device: torch.device) -> dict | None:
+    """The mmgp profile in use on CUDA, with its name; None on CPU (models stay resident)."""
+    if device.type != "cuda":
+        return None
+    try:
+        number = offload.resolve_profile(settings.offload_profile, device)
+    except ValueError as exc:
+        return {"error": str(exc)}
+    return {"number": number, "name": offload.PROFILE_NAMES[number], "configured": settings.offload_profile is not None}
+
+
+def _attention(name: str) -> str:
+    try:
+        return resolve_backend(name)
+    except ValueError as exc:
+        return f"invalid: {exc}"
 
 
 def _output(settings: Settings) -> dict:
