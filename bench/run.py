@@ -1,0 +1,178 @@
+"""The SCAIL benchmark on a CUDA host, at 896x512x81 (48,832 tokens per forward).
+
+    python -m bench.run build    --volume build/volume-full
+    python -m bench.run engine   --volume build/volume-full --profile 1 --steps 3
+    python -m bench.run peer     --volume build/volume-full
+    python -m bench.run fidelity --volume build/volume-full
+
+Each subcommand prints one JSON object (and writes it under --out when given). `bench/h100.sh` runs
+them in separate processes, so that peak host RAM is per variant. Results: docs/PERFORMANCE.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.measure import host_peak_rss_gib, reset_vram_peak, vram_peak_gib
+
+log = logging.getLogger("bench")
+
+WIDTH, HEIGHT, FRAMES = 896, 512, 81
+GIB = 1 << 30
+
+
+def drop_page_cache() -> bool:
+    """Empty the OS page cache so that reads come from the disk (root only); False when not allowed."""
+    subprocess.run(["sync"], check=True)
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError:
+        return False
+    return True
+
+
+def generator_files(volume: Path) -> list[Path]:
+    from wan2gp_integration.files import CLIP_FILE, DIT_FILE, UMT5_FILE, VAE_FILE
+
+    return [volume / name for name in (DIT_FILE, UMT5_FILE, CLIP_FILE, VAE_FILE)]
+
+
+def sequential_read_seconds(paths: list[Path]) -> tuple[float, int]:
+    """(seconds, bytes) to read `paths` front to back once, in 64 MiB chunks."""
+    buffer = bytearray(64 << 20)
+    total, started = 0, time.perf_counter()
+    for path in paths:
+        with open(path, "rb", buffering=0) as f:
+            while n := f.readinto(buffer):
+                total += n
+    return time.perf_counter() - started, total
+
+
+def synthetic_job(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A random reference image and 81 random pose frames at 896x512 (speed does not depend on pixels)."""
+    rng = np.random.default_rng(seed)
+    reference = rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+    pose = rng.integers(0, 256, (FRAMES, HEIGHT, WIDTH, 3), dtype=np.uint8)
+    return reference, pose
+
+
+def cmd_build(args) -> dict:
+    from tools.make_volume import build_volume
+
+    started = time.perf_counter()
+    build_volume(args.volume, "full", multi_person=False)
+    return {"build_s": time.perf_counter() - started}
+
+
+def cmd_engine(args) -> dict:
+    """Cold start, encoders, seconds per CFG step, VAE decode, peaks: one offload profile."""
+    from wan2gp_integration.pipeline import ScailPipeline
+
+    files = generator_files(args.volume)
+    result: dict = {"profile": args.profile, "attention": args.attention}
+    if drop_page_cache():
+        result["sequential_read_s"], read_bytes = sequential_read_seconds(files)
+        result["weights_gib"] = read_bytes / GIB
+        result["cold_cache"] = drop_page_cache()
+    started = time.perf_counter()
+    pipeline = ScailPipeline.from_model_root(args.volume, torch.device("cuda"), profile=args.profile,
+                                             attention=args.attention)  # fmt: skip
+    result["cold_start_s"] = time.perf_counter() - started
+    if "sequential_read_s" in result:
+        result["cold_start_over_read"] = result["cold_start_s"] / result["sequential_read_s"]
+    result["rss_after_load_gib"] = host_peak_rss_gib()
+    reference, pose = synthetic_job()
+    step_ends: list[float] = []
+
+    def on_step(step: int, total: int) -> None:
+        torch.cuda.synchronize()
+        step_ends.append(time.perf_counter())
+
+    reset_vram_peak()
+    started = time.perf_counter()
+    frames = pipeline.generate(reference, pose, "a dancer on a stage", negative_prompt=None, seed=0,
+                               steps=args.steps, guidance_scale=5.0, shift=7.0, sampler="unipc", callback=on_step)  # fmt: skip
+    result["generate_s"] = time.perf_counter() - started
+    result["output_shape"] = list(frames.shape)
+    result["vram_peak_gib"] = vram_peak_gib()
+    result["vram_reserved_peak_gib"] = torch.cuda.max_memory_reserved() / GIB
+    result["rss_peak_gib"] = host_peak_rss_gib()
+    result["stage_s"] = dict(pipeline.last_timings)
+    # The first step carries one-time work (kernel selection, mmgp's first transfers): reported apart.
+    result["first_step_s"] = pipeline.last_timings["denoise"] - (step_ends[-1] - step_ends[0])
+    result["step_s"] = [float(s) for s in np.diff(step_ends)]
+    result["cfg_step_s"] = float(np.median(result["step_s"]))
+    return result
+
+
+def dense_dit_state(volume: Path) -> dict[str, torch.Tensor]:
+    """The DiT file's weights with int8 layers dequantised to bf16: the same weights for every variant."""
+    from common.files import load_safetensors_sequential
+    from wan2gp_integration.files import DIT_FILE
+
+    tensors, _ = load_safetensors_sequential(volume / DIT_FILE)
+    state: dict[str, torch.Tensor] = {}
+    for name, tensor in tensors.items():
+        if name.endswith(".weight._data"):
+            base = name[: -len("._data")]
+            state[base] = (tensor.cuda().to(torch.bfloat16) * tensors[base + "._scale"].cuda()).to(torch.bfloat16)
+        elif name.endswith(("._scale", ".input_scale", ".output_scale")):
+            continue
+        else:
+            state[name] = tensor.cuda().to(torch.bfloat16)
+    return state
+
+
+def cmd_peer(args) -> dict:
+    """diffusers WanTransformer3DModel with the volume's weights, bf16 and quanto int8, both CFG branches."""
+    from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
+
+    from bench import peer
+
+    state = dense_dit_state(args.volume)
+    state = {k: v for k, v in state.items() if not k.startswith("pose_patch_embedding")}
+    converted = convert_wan_transformer_to_diffusers(state)
+    model = peer.build_peer()
+    missing, unexpected = model.load_state_dict(converted, strict=False)
+    result: dict = {"missing_keys": len(missing), "unexpected_keys": len(unexpected)}
+    del state, converted
+    torch.cuda.empty_cache()
+    result["bf16"] = peer.bench_peer(model, batch=2)
+    peer.quantize_int8(model)
+    torch.cuda.empty_cache()
+    result["quanto_int8"] = peer.bench_peer(model, batch=2)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["build", "engine", "peer", "fidelity"])
+    parser.add_argument("--volume", type=Path, default=Path("build/volume-full"))
+    parser.add_argument("--profile", type=int, default=None)
+    parser.add_argument("--attention", default="auto")
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    commands = {"build": cmd_build, "engine": cmd_engine, "peer": cmd_peer}
+    from bench import fidelity
+
+    commands["fidelity"] = fidelity.run
+    result = commands[args.command](args)
+    result["device"] = torch.cuda.get_device_name()
+    text = json.dumps(result, indent=1)
+    print(text, flush=True)
+    if args.out:
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
