@@ -4,9 +4,8 @@ Interfaces assumed from the other pose packages:
 - pose.nlf: `load_nlf(weights, meta, device) -> NLFModel`; `NLFModel.joints_for_boxes(frames (T,H,W,3) uint8 RGB,
   boxes list[(N_t,4) xyxy]) -> list[(N_t,24,3) float32 mm]`, camera from FOV 55 deg on the longer side; it widens
   the boxes and blacks out the frame outside them itself.
-- pose.multi (2-5 persons): `load_multi(root, device) -> segmenter` with
-  `segmenter.composite_persons(frames (T,H,W,3), boxes (N,4) xyxy of frame 0, points list[(K,2) pixels])
-  -> (N,T,H,W,3) uint8`, each person composited over a flat colour.
+- pose.multi (2-5 persons): `MaskModels.from_files(sam, device)`, `segment_persons(frames, boxes (N,4) of frame 0,
+  points list[(K,2) pixels], segmenter) -> alpha (N,T,H,W)`, `composite_person(frames, alpha) -> (T,H,W,3) uint8`.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from common.errors import InputError
 from pose.alignment import Camera, face_scale, fit_camera, overlay_shifts, smpl_to_openpose
 from pose.detector import PersonDetector
 from pose.estimator import WholeBodyEstimator
-from pose.files import DWPOSE_FILE, NLF_META_FILE, NLF_WEIGHTS_FILE, YOLOX_FILE, require_pose_files
+from pose.files import DWPOSE_FILE, NLF_META_FILE, NLF_WEIGHTS_FILE, SAM_FILE, YOLOX_FILE, require_pose_files
 from pose.frames import check_image_array
 from pose.keypoints import VALID_SCORE, PoseKeypoints, to_openpose
 from pose.overlay import compose, draw_overlay
@@ -48,12 +47,12 @@ class PoseVideoMaker:
     """Extracts the driving motion (YOLOX, DWPose, NLF) and renders it as SCAIL's pose video."""
 
     def __init__(self, detector: PersonDetector, estimator: WholeBodyEstimator, nlf, renderer: CapsuleRenderer,
-                 segmenter=None):  # fmt: skip
+                 masks=None):  # fmt: skip
         self.detector = detector
         self.estimator = estimator
         self.nlf = nlf
         self.renderer = renderer
-        self.segmenter = segmenter
+        self.masks = masks  # pose.multi.MaskModels, for 2-5 persons
 
     @classmethod
     def from_model_root(cls, root: Path, device: torch.device, multi_person: bool = True) -> PoseVideoMaker:
@@ -62,17 +61,17 @@ class PoseVideoMaker:
 
         root = Path(root)
         require_pose_files(root, multi_person=multi_person)
-        segmenter = None
+        masks = None
         if multi_person:
-            from pose.multi import load_multi
+            from pose.multi import MaskModels
 
-            segmenter = load_multi(root, device)
+            masks = MaskModels.from_files(root / SAM_FILE, device)
         return cls(
             PersonDetector.from_file(root / YOLOX_FILE, device),
             WholeBodyEstimator.from_file(root / DWPOSE_FILE, device),
             load_nlf(root / NLF_WEIGHTS_FILE, root / NLF_META_FILE, device),
             CapsuleRenderer(device),
-            segmenter,
+            masks,
         )
 
     def detect(self, frames: np.ndarray, max_persons: int) -> FramePoses:
@@ -145,7 +144,7 @@ class PoseVideoMaker:
     def render_multi(self, frames: np.ndarray, num_persons: int) -> np.ndarray:
         """2-5 persons: the largest boxes of frame 0 are segmented and tracked (pose.multi), each person is
         posed on its own composited video, and all are rendered together (no alignment)."""
-        if self.segmenter is None:
+        if self.masks is None:
             raise InputError("num_persons > 1 needs the multi-person models (SAM, MatAnyone) on the volume")
         height, width = frames.shape[1:3]
         first = self.detect(frames[:1], MAX_PERSONS * 4)
@@ -159,7 +158,10 @@ class PoseVideoMaker:
         body = first.keypoints[0].body[chosen] * [width, height]
         shown = first.keypoints[0].body_scores[chosen][:, SAM_PROMPT_POINTS] >= VALID_SCORE
         points = [b[SAM_PROMPT_POINTS][s] for b, s in zip(body, shown, strict=True)]
-        persons = self.segmenter.composite_persons(frames, boxes0[chosen], points)
+        from pose.multi import composite_person, segment_persons
+
+        alpha = segment_persons(frames, boxes0[chosen], points, self.masks.segmenter)
+        persons = [composite_person(frames, person_alpha) for person_alpha in alpha]
         joints = np.zeros((len(frames), len(chosen), 24, 3), np.float32)
         keypoints: list[list[PoseKeypoints]] = []
         for p, person_frames in enumerate(persons):
