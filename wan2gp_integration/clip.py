@@ -21,6 +21,8 @@ from common.files import check_keys, pth_keys
 
 log = logging.getLogger(__name__)
 
+CLIP_FILE = "models_clip_open-clip-xlm-roberta-large-vit-huge-14-onlyvisual.pth"
+
 MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)
 _SHAPE_KEYS = ("visual.patch_embedding.weight", "visual.pos_embedding", "visual.transformer.0.mlp.0.weight")
@@ -168,10 +170,13 @@ class ClipVisionEncoder:
     def from_file(cls, path: Path, device: torch.device, dtype: torch.dtype) -> ClipVisionEncoder:
         config, state = load_wan_clip_state(Path(path))
         hf_config = config.to_transformers()
-        # Built on the target device: CLIPVisionModel holds a non-persistent position_ids buffer.
-        with torch.device(device):
-            model = CLIPVisionModel(hf_config).to(dtype)
-        model.load_state_dict(wan_to_transformers(state, hf_config.num_hidden_layers), strict=True)
+        with torch.device("meta"):  # no random init: every weight comes from the file
+            model = CLIPVisionModel(hf_config)
+        converted = wan_to_transformers(state, hf_config.num_hidden_layers)
+        model.load_state_dict({k: v.to(device=device, dtype=dtype) for k, v in converted.items()}, assign=True)
+        # The one non-persistent buffer (token positions 0..256) is in no state dict: rebuild it off meta.
+        embeddings = model.embeddings
+        embeddings.position_ids = torch.arange(embeddings.num_positions, device=device).expand(1, -1)
         log.info("CLIP visual loaded from %s (width %d, %d of %d blocks)", path, config.width,
                  hf_config.num_hidden_layers, config.num_layers)  # fmt: skip
         return cls(model.eval().requires_grad_(False), config.image_size, device, dtype)

@@ -22,6 +22,9 @@ from common.files import check_keys, pth_keys, require_file
 
 log = logging.getLogger(__name__)
 
+UMT5_DIR = "umt5-xxl"  # the tokenizer folder, holding the weights too
+UMT5_FILE = f"{UMT5_DIR}/models_t5_umt5-xxl-enc-bf16.pth"
+
 TEXT_LEN = 512
 _SHAPE_KEYS = ("token_embedding.weight", "blocks.0.attn.q.weight", "blocks.0.ffn.fc1.weight",
                "blocks.0.pos_embedding.embedding.weight")  # fmt: skip
@@ -165,6 +168,7 @@ class TextEncoder:
         weights, tokenizer_dir = Path(weights), Path(tokenizer_dir)
         config, state = load_wan_umt5_state(weights)
         tokenizer = load_tokenizer(tokenizer_dir)
+        tokenizer.padding_side = "right"  # rows past a prompt's tokens are then the padding
         if len(tokenizer) > config.vocab:
             raise VolumeFileError(tokenizer_dir, f"{len(tokenizer)} tokens but {weights.name} embeds {config.vocab}")
         with torch.device("meta"):

@@ -20,6 +20,8 @@ from common.files import check_keys, pth_keys
 
 log = logging.getLogger(__name__)
 
+VAE_FILE = "Wan2.1_VAE.pth"
+
 # Per-channel statistics of Wan2.1 latents (wan/modules/vae.py): latent = (mu - mean) / std.
 LATENTS_MEAN = (
     -0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,

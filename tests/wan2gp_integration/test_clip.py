@@ -143,3 +143,9 @@ def test_another_checkpoint_is_refused(root, tmp_path):
     shutil.copy(root / VAE_FILE, tmp_path / CLIP_FILE)
     with pytest.raises(VolumeFileError, match="missing keys: visual"):
         ClipVisionEncoder.from_file(tmp_path / CLIP_FILE, CPU, torch.float32)
+
+
+def test_no_tensor_is_left_on_the_meta_device(encoder):
+    tensors = [*encoder.model.parameters(), *encoder.model.buffers()]
+    assert not any(t.is_meta for t in tensors)
+    assert torch.equal(encoder.model.embeddings.position_ids[0], torch.arange(257))

@@ -163,3 +163,7 @@ def test_tokenizer_larger_than_the_embedding_is_refused(root, tmp_path):
     shutil.copytree(root / UMT5_DIR, tmp_path / "tok", ignore=shutil.ignore_patterns("*.pth"))
     with pytest.raises(VolumeFileError, match="512 tokens but enc.pth embeds 100"):
         TextEncoder.from_files(tmp_path / "enc.pth", tmp_path / "tok", CPU, torch.float32)
+
+
+def test_no_tensor_is_left_on_the_meta_device(encoder):
+    assert not any(t.is_meta for t in [*encoder.model.parameters(), *encoder.model.buffers()])

@@ -147,3 +147,7 @@ def test_full_size_decode_of_81_frames_fits_13_gb():
     video = vae.decode(latents)
     assert video.shape == (1, 3, 81, 512, 896)
     assert torch.cuda.max_memory_allocated() < 13 * 2**30
+
+
+def test_no_tensor_is_left_on_the_meta_device(vae):
+    assert not any(t.is_meta for t in [*vae.model.parameters(), *vae.model.buffers()])

@@ -21,16 +21,11 @@ import torch
 from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
 from transformers import AutoTokenizer
 
-from wan2gp_integration.clip import ClipVisionConfig
-from wan2gp_integration.text_encoder import UMT5EncoderConfig
-from wan2gp_integration.vae import VAEConfig, wan_vae_keys
+from wan2gp_integration.clip import CLIP_FILE, ClipVisionConfig
+from wan2gp_integration.text_encoder import UMT5_DIR, UMT5_FILE, UMT5EncoderConfig
+from wan2gp_integration.vae import VAE_FILE, VAEConfig, wan_vae_keys
 
 log = logging.getLogger(__name__)
-
-VAE_FILE = "Wan2.1_VAE.pth"
-CLIP_FILE = "models_clip_open-clip-xlm-roberta-large-vit-huge-14-onlyvisual.pth"
-UMT5_DIR = "umt5-xxl"
-UMT5_FILE = f"{UMT5_DIR}/models_t5_umt5-xxl-enc-bf16.pth"
 
 TINY_VOCAB = 512
 _UMT5 = {
