@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from tools.volume.generator_files import write_generator_files
 
@@ -24,3 +25,12 @@ def broken_root(generator_root, tmp_path) -> Path:
     copy = tmp_path / "root"
     shutil.copytree(generator_root, copy)
     return copy
+
+
+@pytest.fixture(scope="package", autouse=True)
+def one_torch_thread():
+    """Tiny models run fastest on one thread; on a shared 2-core runner OpenMP spinning costs 10x otherwise."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
