@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The GPU benchmark, in stages that each fit one 10-minute device call. On the GPU host:
+#   bash bench/h100.sh build engine1      # then, while the machine is warm:
+#   bash bench/h100.sh engine4 peer       # and: bash bench/h100.sh fidelity pose
+# Wheels the host lacks (mmgp, optimum-quanto, diffusers, transformers, ...) travel in .whl/.
+# Every stage writes bench-<stage>.json under $OUT (or ./build/bench).
+set -euo pipefail
+out=${OUT:-build/bench}
+volume=${SCAIL_BENCH_VOLUME:-build/volume-full}
+mkdir -p "$out"
+if [ -d .whl ] && [ ! -d /tmp/site ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
+fi
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+for stage in "$@"; do
+  echo "=== $stage $(date +%T)"
+  case $stage in
+    build)    [ -f "$volume/Wan2.1_VAE.pth" ] || python3 -m bench.run build --volume "$volume" --out "$out/bench-build.json" ;;
+    engine1)  python3 -m bench.run engine --volume "$volume" --profile 1 --out "$out/bench-engine1.json" ;;
+    engine4)  python3 -m bench.run engine --volume "$volume" --profile 4 --out "$out/bench-engine4.json" ;;
+    peer)     python3 -m bench.run peer --volume "$volume" --out "$out/bench-peer.json" ;;
+    fidelity) python3 -m bench.run fidelity --volume "$volume" --out "$out/bench-fidelity.json" ;;
+    pose)     python3 -m bench.pose_bench --volume "$volume" --out "$out/bench-pose.json" ;;
+    *) echo "unknown stage $stage" >&2; exit 2 ;;
+  esac
+done
