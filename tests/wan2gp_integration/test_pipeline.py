@@ -297,7 +297,24 @@ def test_a_missing_file_fails_before_any_weights_load(broken_root, monkeypatch):
         ScailPipeline.from_model_root(broken_root, torch.device("cpu"))
 
 
-def test_a_tiny_generation_takes_seconds_on_cpu(pipe, inputs):
+def test_a_cpu_pipeline_is_float32_and_resident_without_mmgp(pipe):
+    assert pipe.dtype == torch.float32 and pipe.device == torch.device("cpu")
+    assert pipe._offload_handle is None
+    assert all(p.device.type == "cpu" for p in pipe.vae.model.parameters())
+
+
+def test_a_tiny_generation_takes_about_a_second_on_cpu(pipe, inputs):
     started = time.perf_counter()
     run(pipe, inputs, steps=4)
-    assert time.perf_counter() - started < 30  # a few seconds on an idle 2-core machine; generous under load
+    assert time.perf_counter() - started < 5  # ~0.3 s on one idle core
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("profile", [1, 4])
+def test_cuda_generation_under_mmgp_is_reproducible_and_keeps_the_default_device(generator_root, inputs, profile):
+    cuda = ScailPipeline.from_model_root(generator_root, torch.device("cuda"), profile=profile)
+    assert torch.get_default_device() == torch.device("cpu")
+    first = run(cuda, inputs)
+    assert first.shape == (FRAMES, HEIGHT, WIDTH, 3) and first.dtype == np.uint8
+    np.testing.assert_array_equal(run(cuda, inputs), first)
+    cuda.release_job_memory()
