@@ -1,9 +1,9 @@
 """Person masks through a video for multi-person SCAIL, and the flat-colour composite fed to NLF.
 
-MatAnyone (the upstream propagator) is not implemented yet. This module propagates each person by
-re-prompting SAM on every frame with the box of that person's mask in the previous frame (grown by a
-margin to follow motion) and a positive click at the mask's interior point. The interface is the one a
-MatAnyone propagator would have: first-frame prompts in, soft alpha (N, T, H, W) out.
+SAM segments each person on frame 0 (box + positive points); MatAnyone (`matting`) propagates those masks
+through the clip as soft alphas, as upstream SCAIL does. Without a MatAnyone model (`matting=None`, e.g. tests
+with a stand-in segmenter) each person is tracked instead by re-prompting SAM on every frame with the box of
+its previous mask, grown by a margin, and a click at the mask's interior point: hard masks, a fallback only.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import numpy as np
 from scipy import ndimage
 
 from common.errors import InputError
+from pose.multi.matanyone import MatAnyone, propagate_masks
 from pose.multi.sam import PersonSegmenter
 
 BACKGROUND_RGB = (120, 255, 155)
@@ -43,16 +44,27 @@ def _grow(box: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def segment_persons(frames: np.ndarray, first_frame_boxes: np.ndarray, first_frame_points: list[np.ndarray],
-                    segmenter: PersonSegmenter) -> np.ndarray:
+                    segmenter: PersonSegmenter, matting: MatAnyone | None = None) -> np.ndarray:
     """frames (T, H, W, 3) uint8 RGB; per person a frame-0 box (N, 4) xyxy and positive points (K_i, 2)
-    -> alpha (N, T, H, W) float32 in [0, 1]. A person whose mask vanishes keeps its last box as prompt."""
+    -> alpha (N, T, H, W) float32 in [0, 1]: SAM on frame 0, propagated by `matting` (MatAnyone), or by SAM
+    tracking when it is None (a person whose mask vanishes keeps its last box as prompt)."""
     boxes = np.asarray(first_frame_boxes, np.float64).reshape(-1, 4)
     if len(first_frame_points) != len(boxes):
         raise InputError(f"segment_persons: {len(boxes)} boxes but {len(first_frame_points)} point sets")
-    n_frames, height, width = frames.shape[:3]
-    alpha = np.zeros((len(boxes), n_frames, height, width), np.float32)
     prompts = [(box, np.asarray(points, np.float32).reshape(-1, 2)) for box, points in zip(boxes, first_frame_points,
                                                                                               strict=True)]
+    if matting is not None:
+        segmenter.set_image(frames[0])
+        first_masks = np.stack([segmenter.segment(box, points) for box, points in prompts])
+        return propagate_masks(matting, frames, first_masks)
+    return _track_with_sam(frames, prompts, segmenter)
+
+
+def _track_with_sam(frames: np.ndarray, prompts: list[tuple[np.ndarray, np.ndarray]],
+                    segmenter: PersonSegmenter) -> np.ndarray:  # fmt: skip
+    """The fallback without MatAnyone: SAM re-prompted on every frame from the previous mask."""
+    n_frames, height, width = frames.shape[:3]
+    alpha = np.zeros((len(prompts), n_frames, height, width), np.float32)
     for t in range(n_frames):
         segmenter.set_image(frames[t])
         for person, (box, points) in enumerate(prompts):

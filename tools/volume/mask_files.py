@@ -1,10 +1,9 @@
-"""Multi-person mask files with random weights: SAM (fp16, Meta's keys) and a MatAnyone stand-in.
+"""Multi-person mask files with random weights: SAM (fp16, Meta's keys) and MatAnyone v1 (float32).
 
 SAM: `full` is ViT-H (594 tensors, 1.2 GB in fp16); `tiny` keeps every key name with a 64-wide, 2-block
 encoder (block 1 global), the prompt encoder and mask decoder at SAM's fixed 256 width.
-MatAnyone (`mask/model.safetensors`): not implemented by the worker yet, so only the parts whose layout
-is certain are written: `full` the ResNet-50 pixel encoder up to layer3 and `pix_feat_proj`; `tiny`
-only `pix_feat_proj`. The file satisfies the presence/header check; nothing loads it.
+MatAnyone (`mask/model.safetensors`): `full` is the published layout (562 tensors, 35.3M parameters);
+`tiny` has the same 562 key names with every width shrunk (32-wide features, 8-wide ResNet stems).
 """
 
 from __future__ import annotations
@@ -16,14 +15,23 @@ from typing import Literal
 import torch
 from safetensors.torch import save_file
 from segment_anything.build_sam import _build_sam
-from torchvision.models import resnet50
 
 from pose.files import MATANYONE_FILE, SAM_FILE
+from pose.multi.matanyone.config import MatAnyoneConfig, TrunkShape
+from pose.multi.matanyone.model import MatAnyone
 
 log = logging.getLogger(__name__)
 
 SAM_ENCODERS = {"full": (1280, 32, 16, [7, 15, 23, 31]), "tiny": (64, 2, 2, [1])}
-MATANYONE_PIXEL_DIM, MATANYONE_MS_DIM = 256, 1024
+MATANYONE_CONFIGS = {
+    "full": MatAnyoneConfig(),
+    "tiny": MatAnyoneConfig(
+        pixel_dim=32, key_dim=16, value_dim=32, sensory_dim=32, embed_dim=32,
+        pixel_encoder=TrunkShape(8, (3, 4, 6), bottleneck=True),
+        mask_encoder=TrunkShape(8, (2, 2, 2), bottleneck=False, in_channels=4),
+        ff_dim=64, up_dims=(32, 16, 16, 8, 4),
+    ),
+}
 
 
 def sam_state(size: Literal["tiny", "full"], seed: int = 0) -> dict[str, torch.Tensor]:
@@ -34,17 +42,9 @@ def sam_state(size: Literal["tiny", "full"], seed: int = 0) -> dict[str, torch.T
 
 
 def matanyone_state(size: Literal["tiny", "full"], seed: int = 0) -> dict[str, torch.Tensor]:
+    """MatAnyone's state dict with random weights in float32 (no ImageNet weights are fetched)."""
     torch.manual_seed(seed)
-    state = {
-        "pix_feat_proj.weight": torch.randn(MATANYONE_PIXEL_DIM, MATANYONE_MS_DIM, 1, 1) / MATANYONE_MS_DIM**0.5,
-        "pix_feat_proj.bias": torch.zeros(MATANYONE_PIXEL_DIM),
-    }
-    if size == "full":
-        trunk = resnet50()
-        for name in ("conv1", "bn1", "layer1", "layer2", "layer3"):
-            for key, value in getattr(trunk, name).state_dict().items():
-                state[f"pixel_encoder.{name}.{key}"] = value
-    return {k: v.contiguous() for k, v in state.items()}
+    return {k: v.contiguous() for k, v in MatAnyone(MATANYONE_CONFIGS[size]).state_dict().items()}
 
 
 def write_mask_files(root: Path, size: Literal["tiny", "full"], *, seed: int = 0) -> None:
