@@ -1,0 +1,1 @@
+"""Everything that touches the SCAIL checkpoint: models, loading, offload, sampler, pipeline."""
