@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 from pathlib import Path
 
@@ -204,6 +206,17 @@ def test_frames_are_padded_with_zeros_then_imagenet_normalised(model):
     mean, std = torch.tensor([0.485, 0.456, 0.406])[:, None, None], torch.tensor([0.229, 0.224, 0.225])[:, None, None]
     assert seen[0].shape == (1, 3, 32, 32)
     torch.testing.assert_close(seen[0][0], (image - mean) / std)
+
+
+def test_max_internal_size_runs_the_model_smaller_and_returns_full_size_alphas(model):
+    small = copy.deepcopy(model)
+    small.config = dataclasses.replace(model.config, max_internal_size=32)
+    video, masks = clip(frames=2, height=48, width=64)
+    seen = []
+    small.pixel_encoder.conv1.register_forward_pre_hook(lambda _, args: seen.append(args[0].shape))
+    alpha = propagate_masks(small, video, masks)
+    assert seen[0] == (1, 3, 32, 48)  # 32 x 42 padded to 32 x 48
+    assert alpha.shape == (2, 2, 48, 64)
 
 
 # --- propagation ----------------------------------------------------------------------------------------------

@@ -56,6 +56,8 @@ class MatAnyoneConfig:
     top_k: int = 30
     stagger_updates: int = 5
     warmup_frames: int = 10
+    # frames whose shorter side exceeds this are resized down for the model (-1: never, the published value)
+    max_internal_size: int = -1
     pixel_mean: tuple[float, float, float] = IMAGENET_MEAN
     pixel_std: tuple[float, float, float] = IMAGENET_STD
 
@@ -88,7 +90,7 @@ def config_from_json(path: Path) -> MatAnyoneConfig:
     if not isinstance(raw, dict):
         raise VolumeFileError(path, "expected a JSON object")
     updates = {}
-    for name in ("mem_every", "max_mem_frames", "top_k", "stagger_updates"):
+    for name in ("mem_every", "max_mem_frames", "top_k", "stagger_updates", "max_internal_size"):
         if isinstance(raw.get(name), int):
             updates[name] = raw[name]
     if raw.get("use_long_term"):

@@ -3,8 +3,9 @@
 Schedule: the clip is prefixed with `warmup_frames` copies of frame 0. Step 0 memorises the given masks; steps
 0..warmup re-predict frame 0 from that memory and restart the memory from the prediction ("first-frame
 prediction"); later steps read the working memory, add a memory frame every `mem_every` steps and update the
-sensory memory on the staggered steps. Alphas of steps `warmup`.. are the clip's. Frames are zero-padded
-(centred) to multiples of 16 before ImageNet normalisation and the alphas are cropped back.
+sensory memory on the staggered steps. Alphas of steps `warmup`.. are the clip's. Frames are (optionally
+resized to `max_internal_size`, then) zero-padded, centred, to multiples of 16 before ImageNet normalisation;
+the alphas are cropped (and resized) back.
 """
 
 from __future__ import annotations
@@ -114,11 +115,17 @@ class PropagationSession:
         return alpha[:, 0]
 
 
-def to_model_input(frame: np.ndarray, pad: tuple[int, int, int, int], device: torch.device,
-                   dtype: torch.dtype) -> torch.Tensor:  # fmt: skip
-    """(H, W, 3) uint8 RGB -> (1, 3, H', W') in [0, 1], zero-padded."""
-    image = torch.from_numpy(np.ascontiguousarray(frame)).to(device).permute(2, 0, 1)[None].to(dtype) / 255.0
-    return F.pad(image, pad)
+def internal_size(height: int, width: int, max_internal_size: int) -> tuple[int, int]:
+    """The size the model runs at: the frame's, or scaled so the shorter side is `max_internal_size`."""
+    shorter = min(height, width)
+    if max_internal_size <= 0 or shorter <= max_internal_size:
+        return height, width
+    return int(height / shorter * max_internal_size), int(width / shorter * max_internal_size)
+
+
+def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, C, H, W) bilinearly resized (no corner alignment); unchanged when already `size`."""
+    return x if tuple(x.shape[-2:]) == size else F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 def propagate_masks(model: MatAnyone, frames: np.ndarray, masks: np.ndarray) -> np.ndarray:
@@ -131,16 +138,24 @@ def propagate_masks(model: MatAnyone, frames: np.ndarray, masks: np.ndarray) -> 
     param = next(model.parameters())
     device, dtype = param.device, param.dtype
     height, width = frames.shape[1:3]
-    pad = pad_amounts(height, width)
+    size = internal_size(height, width, model.config.max_internal_size)
+    pad = pad_amounts(*size)
+
+    def prepare(frame: np.ndarray) -> torch.Tensor:
+        """(H, W, 3) uint8 -> (1, 3, H', W') in [0, 1] at the internal size, zero-padded."""
+        image = torch.from_numpy(np.ascontiguousarray(frame)).to(device).permute(2, 0, 1)[None].to(dtype) / 255.0
+        return F.pad(resize(image, size), pad)
+
     warmup = model.config.warmup_frames
     session = PropagationSession(model)
-    first = to_model_input(frames[0], pad, device, dtype)
+    first = prepare(frames[0])
     start_masks = torch.from_numpy(np.asarray(masks, np.float32)).to(device, dtype)[:, None]
-    session.start(first, F.pad(start_masks, pad))
+    session.start(first, F.pad(resize(start_masks, size), pad))
     alpha = np.zeros((len(masks), len(frames), height, width), np.float32)
     for index in range(warmup + len(frames)):
-        image = first if index <= warmup else to_model_input(frames[index - warmup], pad, device, dtype)
+        image = first if index <= warmup else prepare(frames[index - warmup])
         out = session.step(image, first_frame=index <= warmup)
         if index >= warmup:
-            alpha[:, index - warmup] = unpad(out, pad).float().cpu().numpy()
+            out = resize(unpad(out, pad)[:, None], (height, width))[:, 0]
+            alpha[:, index - warmup] = out.float().cpu().numpy()
     return alpha
