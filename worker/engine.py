@@ -170,6 +170,8 @@ class Engine:
                     pose_answer["warning"] = f"{result['warning']}; {pose_answer['warning']}"
                 result.update(pose_answer)
 
+        # The generator's own breakdown (text/CLIP/VAE encode, denoise, decode) when it keeps one.
+        timings.update({f"generate.{name}": sec for name, sec in getattr(self.pipeline, "last_timings", {}).items()})
         plan_fields = plan.as_dict()
         plan_fields.pop("negative_prompt")  # long and known from the preset; the job can always send its own
         return {**result, **plan_fields, "timings": {name: round(sec, 3) for name, sec in timings.items()}}

@@ -69,7 +69,7 @@ def test_real_engine_generates_the_job(handler):
     info = inspect_mp4(result["video_path"])
     assert (info.codec, info.pix_fmt, info.width, info.height, info.num_frames) == ("h264", "yuv420p", 256, 256, 5)
     assert info.faststart
-    assert {"fetch", "decode", "pose", "generate", "encode", "store"} <= set(result["timings"])
+    assert {"fetch", "decode", "pose", "generate", "encode", "store", "generate.denoise"} <= set(result["timings"])
 
 
 def test_status_on_the_tiny_volume_passes_every_file(handler):
