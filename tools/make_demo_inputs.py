@@ -17,8 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
-import imageio_ffmpeg
 import numpy as np
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from worker.media import encode_mp4  # noqa: E402
 
 log = logging.getLogger("make_demo_inputs")
 
@@ -114,39 +118,19 @@ def driving_frames(height: int, width: int, num_frames: int, fps: float) -> np.n
     return frames
 
 
-def write_mp4(path: Path, frames: np.ndarray, fps: float) -> None:
-    """Encode (T, H, W, 3) uint8 RGB frames as H.264 yuv420p with the moov atom first."""
-    _, height, width, _ = frames.shape
-    writer = imageio_ffmpeg.write_frames(
-        str(path),
-        (width, height),
-        fps=fps,
-        codec="libx264",
-        pix_fmt_in="rgb24",
-        pix_fmt_out="yuv420p",
-        output_params=["-movflags", "+faststart"],
-        macro_block_size=16,
-        ffmpeg_log_level="error",
-    )
-    writer.send(None)
-    for frame in frames:
-        writer.send(np.ascontiguousarray(frame))
-    writer.close()
-
-
 def write_demo_inputs(
     out: Path, *, width: int = 256, height: int = 256, seconds: float = 3.0, fps: float = 16.0
 ) -> DemoInputs:
     """Write the reference image and the driving video under `out` (created if needed)."""
-    if width % 16 or height % 16:
-        raise ValueError(f"width and height must be multiples of 16 for H.264, got {width}x{height}")
+    if width % 2 or height % 2:
+        raise ValueError(f"width and height must be even for yuv420p, got {width}x{height}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     reference = out / REFERENCE_NAME
     cv2.imwrite(str(reference), cv2.cvtColor(reference_image(height, width), cv2.COLOR_RGB2BGR))
     num_frames = round(seconds * fps)
     video = out / DRIVING_NAME
-    write_mp4(video, driving_frames(height, width, num_frames, fps), fps)
+    encode_mp4(driving_frames(height, width, num_frames, fps), fps, video)
     return DemoInputs(reference=reference, driving_video=video, num_frames=num_frames, fps=fps)
 
 
