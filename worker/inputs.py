@@ -102,13 +102,17 @@ def _check_content(path: Path, field: str, kind: MediaKind) -> None:
 
 
 def _volume_file(value: str, field: str, settings: Settings) -> Path | None:
-    """The file under the model root that `value` names; None when `value` does not look like a path."""
-    looks_like_path = "/" in value or "\\" in value or re.search(r"\.\w{2,5}$", value) is not None
-    if not looks_like_path or (len(value) > 1024 and _BASE64_RE.match(value)):
-        return None
+    """The file under the model root that `value` names; None when `value` is base64 rather than a path.
+
+    Base64 has no dots and may start with "/" (every JPEG's does: "/9j/"), so a long dot-free
+    base64-looking value is a path only when such a file exists in the root (no image fits in 64 chars).
+    """
     root = settings.model_root.resolve()
     path = (root / value).resolve()  # resolves `..` and symlinks, so both are judged by where they land
-    if not path.is_relative_to(root):
+    inside = path.is_relative_to(root)
+    if "." not in value and len(value) >= 64 and _BASE64_RE.match(value):
+        return path if inside and len(value) < 1024 and path.is_file() else None
+    if not inside:
         raise InputError(f"{field}: path {value!r} is outside the model root")
     if not path.is_file():
         raise InputError(f"{field}: file {value!r} not found in the model root")

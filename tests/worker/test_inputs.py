@@ -115,7 +115,7 @@ def test_base64_over_the_size_cap_is_refused_before_decoding(make_settings, tmp_
 
 
 def test_base64_of_text_is_refused_by_content(make_settings, tmp_path):
-    text = base64.b64encode(b"just some text, not an image at all").decode()
+    text = base64.b64encode(b"just some text, not an image at all, long enough to look like base64 data").decode()
     with pytest.raises(InputError, match="neither a known image nor a video"):
         fetch_input(text, "reference_image", "image", tmp_path, make_settings())
 
@@ -236,3 +236,20 @@ def test_error_messages_leave_out_the_query_string(lan_settings, tmp_path, http_
     with pytest.raises(InputError) as info:
         fetch_input(http_server.url + "/x.png?X-Amz-Signature=topsecret", "reference_image", "image", tmp_path, lan_settings)
     assert "topsecret" not in str(info.value)
+
+
+def test_jpeg_base64_starting_with_a_slash_is_not_taken_for_a_path(make_settings, tmp_path, demo_media):
+    from PIL import Image
+
+    Image.open(demo_media.reference).convert("RGB").save(tmp_path / "ref.jpg")
+    encoded = base64.b64encode((tmp_path / "ref.jpg").read_bytes()).decode()
+    assert encoded.startswith("/9j/")
+    path = fetch_input(encoded, "reference_image", "image", tmp_path, make_settings())
+    assert path.read_bytes() == (tmp_path / "ref.jpg").read_bytes()
+
+
+def test_volume_file_over_the_size_cap_is_refused(make_settings, tmp_path, png_bytes):
+    settings = make_settings(max_download_bytes=10)
+    (settings.model_root / "ref.png").write_bytes(png_bytes)
+    with pytest.raises(InputError, match="reference_image: file is .* bytes, over the limit of 10"):
+        fetch_input("ref.png", "reference_image", "image", tmp_path, settings)
