@@ -17,7 +17,10 @@ for stage in "$@"; do
   case $stage in
     build)    [ -f "$volume/Wan2.1_VAE.pth" ] || python3 -m bench.run build --volume "$volume" --out "$out/bench-build.json" ;;
     engine1)  python3 -m bench.run engine --volume "$volume" --profile 1 --out "$out/bench-engine1.json" ;;
+    engine1-eager) python3 -m bench.run engine --volume "$volume" --profile 1 --compile off --out "$out/bench-engine1-eager.json" ;;
+    engine1-nopin) python3 -m bench.run engine --volume "$volume" --profile 1 --pin-memory off --out "$out/bench-engine1-nopin.json" ;;
     engine4)  python3 -m bench.run engine --volume "$volume" --profile 4 --out "$out/bench-engine4.json" ;;
+    engine4-eager) python3 -m bench.run engine --volume "$volume" --profile 4 --compile off --out "$out/bench-engine4-eager.json" ;;
     peer)     python3 -m bench.run peer --volume "$volume" --out "$out/bench-peer.json" ;;
     fidelity) python3 -m bench.run fidelity --volume "$volume" --out "$out/bench-fidelity.json" ;;
     pose)     python3 -m bench.pose_bench --volume "$volume" --out "$out/bench-pose.json" ;;

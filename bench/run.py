@@ -77,14 +77,16 @@ def cmd_engine(args) -> dict:
     from wan2gp_integration.pipeline import ScailPipeline
 
     files = generator_files(args.volume)
-    result: dict = {"profile": args.profile, "attention": args.attention}
+    result: dict = {"profile": args.profile, "attention": args.attention, "compile": args.compile,
+                    "pin_memory": args.pin_memory}  # fmt: skip
     if drop_page_cache():
         result["sequential_read_s"], read_bytes = sequential_read_seconds(files)
         result["weights_gib"] = read_bytes / GIB
         result["cold_cache"] = drop_page_cache()
     started = time.perf_counter()
     pipeline = ScailPipeline.from_model_root(args.volume, torch.device("cuda"), profile=args.profile,
-                                             attention=args.attention)  # fmt: skip
+                                             attention=args.attention, compile=args.compile,
+                                             pin_memory=args.pin_memory)  # fmt: skip
     result["cold_start_s"] = time.perf_counter() - started
     if "sequential_read_s" in result:
         result["cold_start_over_read"] = result["cold_start_s"] / result["sequential_read_s"]
@@ -159,8 +161,12 @@ def main() -> None:
     parser.add_argument("--profile", type=int, default=None)
     parser.add_argument("--attention", default="auto")
     parser.add_argument("--steps", type=int, default=3)
+    tri_state = {"auto": None, "on": True, "off": False}
+    parser.add_argument("--compile", choices=tri_state, default="auto")
+    parser.add_argument("--pin-memory", choices=tri_state, default="auto")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    args.compile, args.pin_memory = tri_state[args.compile], tri_state[args.pin_memory]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     commands = {"build": cmd_build, "engine": cmd_engine, "peer": cmd_peer}
     from bench import fidelity

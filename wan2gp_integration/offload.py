@@ -81,14 +81,20 @@ def resolve_profile(configured: int | None, device: torch.device) -> int:
     return profile
 
 
-def profile_options(profile_no: int) -> dict:
+def profile_options(profile_no: int, *, compile: bool = False, pin_memory: bool | None = None) -> dict:
     """Keyword arguments for `mmgp.offload.profile` besides the modules and the profile number.
 
     The DiT is int8 already (no quantization on the fly). The text encoder is quantized on the fly only
     for profile 5, where RAM cannot hold it in bf16 beside the DiT. Budgets go in as a dict: mmgp
     silently ignores a bare number. Profiles 1 and 3 load models whole, so they get no budgets.
+    `compile` lets mmgp torch.compile the transformer's blocks (it keeps block streaming working);
+    `pin_memory` overrides the profile's choice of pinning the weights in host RAM.
     """
     options: dict = {"quantizeTransformer": False, "verboseLevel": 0}
+    if compile:
+        options["compile"] = ["transformer"]
+    if pin_memory is not None:
+        options["pinnedMemory"] = pin_memory
     if profile_no != 5:
         options["extraModelsToQuantize"] = []
     if profile_no in _STREAMING_PROFILES:
@@ -96,7 +102,8 @@ def profile_options(profile_no: int) -> dict:
     return options
 
 
-def setup_offload(modules: dict[str, nn.Module], profile_no: int):
+def setup_offload(modules: dict[str, nn.Module], profile_no: int, *, compile: bool = False,
+                  pin_memory: bool | None = None):  # fmt: skip
     """Hand `modules` ("transformer", "text_encoder", "vae", ...) to mmgp under `profile_no`; returns mmgp's handle.
 
     Keep the handle alive as long as the modules are used. mmgp leaves torch's default device set to
@@ -106,7 +113,7 @@ def setup_offload(modules: dict[str, nn.Module], profile_no: int):
 
     previous = torch.get_default_device()
     try:
-        handle = offload.profile(modules, profile_no, **profile_options(profile_no))
+        handle = offload.profile(modules, profile_no, **profile_options(profile_no, compile=compile, pin_memory=pin_memory))
     finally:
         torch.set_default_device(previous)
     log.info("mmgp profile %d (%s) set up for %s", profile_no, PROFILE_NAMES[profile_no], ", ".join(modules))

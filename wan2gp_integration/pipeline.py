@@ -16,6 +16,7 @@ import logging
 import time
 import traceback
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,10 +81,18 @@ class ScailPipeline:
 
     @classmethod
     def from_model_root(
-        cls, root: Path, device: torch.device, *, profile: int | None = None, attention: str = "auto"
+        cls,
+        root: Path,
+        device: torch.device,
+        *,
+        profile: int | None = None,
+        attention: str = "auto",
+        compile: bool | None = None,
+        pin_memory: bool | None = None,
     ) -> ScailPipeline:
         """Check every generator file under `root`, then load them. CUDA: bfloat16 under mmgp `profile`
-        (chosen from VRAM and RAM when None); CPU: float32, resident."""
+        (chosen from VRAM and RAM when None), the DiT's blocks compiled unless `compile` is False;
+        `pin_memory` overrides the profile's pinning. CPU: float32, resident, eager."""
         root, device = Path(root), torch.device(device)
         started = time.perf_counter()
         require_generator_files(root)
@@ -92,10 +101,14 @@ class ScailPipeline:
         dtype = torch.bfloat16 if offloaded else torch.float32
         # Under mmgp the weights start in RAM and mmgp moves them; the wrappers still send inputs to `device`.
         load_device = torch.device("cpu") if offloaded else device
-        dit = load_dit(root / DIT_FILE, load_device, dtype)
-        text_encoder = TextEncoder.from_files(root / UMT5_FILE, root / UMT5_DIR, load_device, dtype)
-        clip = ClipVisionEncoder.from_file(root / CLIP_FILE, load_device, dtype)
-        vae = WanVAE.from_file(root / VAE_FILE, load_device, dtype)
+        # The four files are independent: reading them side by side keeps the disk busy while the
+        # CPU builds tensors (a cold start is mostly these reads).
+        with ThreadPoolExecutor(max_workers=4, thread_name_prefix="load") as pool:
+            dit = pool.submit(load_dit, root / DIT_FILE, load_device, dtype)
+            text_encoder = pool.submit(TextEncoder.from_files, root / UMT5_FILE, root / UMT5_DIR, load_device, dtype)
+            clip = pool.submit(ClipVisionEncoder.from_file, root / CLIP_FILE, load_device, dtype)
+            vae = pool.submit(WanVAE.from_file, root / VAE_FILE, load_device, dtype)
+            dit, text_encoder, clip, vae = dit.result(), text_encoder.result(), clip.result(), vae.result()
         handle = None
         if offloaded:
             text_encoder = TextEncoder(text_encoder.model, text_encoder.tokenizer, device)
@@ -103,7 +116,8 @@ class ScailPipeline:
             vae = WanVAE(vae.model, device, dtype)
             vae.model._offload_hooks = ["encode", "decode"]  # mmgp loads the VAE on these, not on forward
             modules = {"transformer": dit, "text_encoder": text_encoder.model, "clip": clip.model, "vae": vae.model}
-            handle = setup_offload(modules, resolve_profile(profile, device))
+            handle = setup_offload(modules, resolve_profile(profile, device), compile=compile is not False,
+                                   pin_memory=pin_memory)  # fmt: skip
         log.info("generator loaded from %s on %s (%s) in %.1f s", root, device, dtype, time.perf_counter() - started)
         return cls(dit, text_encoder, clip, vae, device, dtype, handle)
 

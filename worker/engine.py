@@ -92,7 +92,12 @@ class Engine:
         started = time.perf_counter()
         pose_maker = PoseVideoMaker.from_model_root(root, device, multi_person=multi_person)
         pipeline = ScailPipeline.from_model_root(
-            root, device, profile=settings.offload_profile, attention=settings.attention
+            root,
+            device,
+            profile=settings.offload_profile,
+            attention=settings.attention,
+            compile=settings.compile,
+            pin_memory=settings.pin_memory,
         )
         log.info("engine loaded from %s on %s in %.1f s", root, device, time.perf_counter() - started)
         return cls(settings, pose_maker, pipeline, device=device, multi_person=multi_person)

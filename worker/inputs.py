@@ -115,6 +115,8 @@ def _volume_file(value: str, field: str, settings: Settings) -> Path | None:
     if not inside:
         raise InputError(f"{field}: path {value!r} is outside the model root")
     if not path.is_file():
+        if "/" not in value and "." not in value:  # no file name shape either: say what was expected
+            raise InputError(f"{field}: not an http(s) URL, a data URI, base64, or a path in the model root")
         raise InputError(f"{field}: file {value!r} not found in the model root")
     size = path.stat().st_size
     if size > settings.max_download_bytes:

@@ -5,7 +5,9 @@
 | `SCAIL_MODEL_ROOT` | `/runpod-volume` | model root: every weight file and volume-path input is relative to it |
 | `SCAIL_DEVICE` | `auto` | `auto` (CUDA when usable, else CPU), `cuda`, `cuda:N` or `cpu` |
 | `SCAIL_OFFLOAD_PROFILE` | `auto` | mmgp offload profile number; `auto` chooses from VRAM and RAM |
-| `SCAIL_ATTENTION` | `auto` | attention backend (`auto`, `sdpa`, `flash`, `sage`, `cudnn`, ...) |
+| `SCAIL_ATTENTION` | `auto` | attention backend: `auto` (= `sdpa`, cuDNN first), `sdpa`, `flash`, `sage`, `math` |
+| `SCAIL_COMPILE` | `auto` | torch.compile the DiT blocks on CUDA (`auto` = on; `0` for eager; the first job per shape compiles) |
+| `SCAIL_PIN_MEMORY` | `auto` | pin weights in host RAM (`auto` = the offload profile's choice; `0` starts faster, streams slower) |
 | `BUCKET_ENDPOINT_URL` | unset | S3-compatible endpoint; with the key pair it enables uploads |
 | `BUCKET_ACCESS_KEY_ID` | unset | access key of the bucket |
 | `BUCKET_SECRET_ACCESS_KEY` | unset | secret key of the bucket |
@@ -57,6 +59,8 @@ class Settings:
     device: str
     offload_profile: int | None
     attention: str
+    compile: bool | None
+    pin_memory: bool | None
     bucket: BucketSettings | None
     url_expiry_s: int
     max_download_bytes: int
@@ -91,6 +95,8 @@ class Settings:
             device=env.get("SCAIL_DEVICE", "auto").strip().lower() or "auto",
             offload_profile=None if profile in ("", "auto") else reader.integer("SCAIL_OFFLOAD_PROFILE", 0, 1, 99),
             attention=env.get("SCAIL_ATTENTION", "auto").strip().lower() or "auto",
+            compile=reader.optional_flag("SCAIL_COMPILE"),
+            pin_memory=reader.optional_flag("SCAIL_PIN_MEMORY"),
             bucket=bucket,
             url_expiry_s=reader.integer("SCAIL_URL_EXPIRY_S", 86400, 1, _MAX_PRESIGN_S),
             max_download_bytes=reader.integer("SCAIL_MAX_DOWNLOAD_BYTES", 512 << 20, 1),
@@ -149,6 +155,11 @@ class _Reader:
         if raw in ("0", "false", "no", "off"):
             return False
         raise ValueError(f"environment variable {name}={raw!r} must be 1/0, true/false, yes/no or on/off")
+
+    def optional_flag(self, name: str) -> bool | None:
+        """None for unset or `auto`, else the flag's value."""
+        raw = self._raw(name)
+        return None if raw is None or raw.lower() == "auto" else self.flag(name)
 
     @staticmethod
     def _bounded(name: str, value, low, high):

@@ -111,3 +111,13 @@ def test_setup_on_cuda_keeps_the_default_device_and_runs_the_module():
     out = model(torch.randn(2, 8, dtype=torch.bfloat16, device="cuda"))
     assert out.is_cuda
     handle.release()
+
+
+def test_compile_asks_mmgp_to_compile_the_transformer_only():
+    assert profile_options(4, compile=True)["compile"] == ["transformer"]
+    assert "compile" not in profile_options(4)
+
+
+def test_pin_memory_overrides_the_profile_only_when_given():
+    assert profile_options(1, pin_memory=False)["pinnedMemory"] is False
+    assert "pinnedMemory" not in profile_options(1)

@@ -54,3 +54,16 @@ def test_explicit_offload_profile_is_an_integer():
 def test_malformed_variable_is_named(env, message):
     with pytest.raises(ValueError, match=message):
         Settings.from_env(env)
+
+
+@pytest.mark.parametrize(("raw", "expected"), [(None, None), ("auto", None), ("1", True), ("off", False)])
+def test_compile_and_pin_memory_are_tri_state(raw, expected):
+    env = {} if raw is None else {"SCAIL_COMPILE": raw, "SCAIL_PIN_MEMORY": raw}
+    settings = Settings.from_env(env)
+    assert settings.compile is expected
+    assert settings.pin_memory is expected
+
+
+def test_a_malformed_compile_flag_names_the_variable():
+    with pytest.raises(ValueError, match="SCAIL_COMPILE"):
+        Settings.from_env({"SCAIL_COMPILE": "maybe"})
