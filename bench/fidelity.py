@@ -75,13 +75,13 @@ def run(args) -> dict:
     torch.cuda.empty_cache()
 
     model = load_dit(args.volume / DIT_FILE, torch.device("cuda"), torch.bfloat16).eval()
-    row, _ = measure("int8 quanto (default resident)", model, inputs, reference)
+    row, _ = measure("int8 quanto, eager", model, inputs, reference)
     rows.append(row)
-    if "sage" in attention.available_backends():
-        attention.set_backend("sage")
-        row, _ = measure("int8 quanto + sageattention", model, inputs, reference)
-        rows.append(row)
-        attention.set_backend("sdpa")
+    for block in model.blocks:  # what mmgp's compile=["transformer"] does to each block
+        block.compile()
+    row, _ = measure("int8 quanto + torch.compile(blocks) (default)", model, inputs, reference)
+    rows.append(row)
+    model = load_dit(args.volume / DIT_FILE, torch.device("cuda"), torch.bfloat16).eval()
     convert_linears_to_fp8(model)
     torch.cuda.empty_cache()
     row, _ = measure("fp8 e4m3 linears (eager)", model, inputs, reference)

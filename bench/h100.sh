@@ -15,6 +15,7 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 for stage in "$@"; do
   echo "=== $stage $(date +%T)"
   case $stage in
+    build-dit) [ -f "$volume/wan2.1_scail_preview_14B_quanto_bf16_int8.safetensors" ] || python3 -c "from tools.volume.dit_file import write_dit_file; write_dit_file('$volume', 'full')" ;;
     build)    [ -f "$volume/Wan2.1_VAE.pth" ] || python3 -m bench.run build --volume "$volume" --out "$out/bench-build.json" ;;
     engine1)  python3 -m bench.run engine --volume "$volume" --profile 1 --out "$out/bench-engine1.json" ;;
     engine1-eager) python3 -m bench.run engine --volume "$volume" --profile 1 --compile off --out "$out/bench-engine1-eager.json" ;;

@@ -120,3 +120,14 @@ def test_auto_backend_on_cpu_is_sdpa():
 def test_unknown_backend_is_refused():
     with pytest.raises(ValueError, match="unknown attention backend"):
         attn.set_backend("xformers")
+
+
+def test_chunked_ffn_equals_the_whole_sequence_ffn(monkeypatch):
+    import wan2gp_integration.dit as dit_module
+
+    torch.manual_seed(0)
+    block = dit_module.DiTBlock(dit_module.DiTConfig.tiny())
+    x = torch.randn(2, 50, dit_module.DiTConfig.tiny().dim)
+    whole = block.ffn(x)
+    monkeypatch.setattr(dit_module, "FFN_CHUNK_TOKENS", 16)
+    torch.testing.assert_close(block.chunked_ffn(x), whole)
