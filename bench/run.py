@@ -115,8 +115,8 @@ def cmd_engine(args) -> dict:
     return result
 
 
-def dense_dit_state(volume: Path) -> dict[str, torch.Tensor]:
-    """The DiT file's weights with int8 layers dequantised to bf16: the same weights for every variant."""
+def dense_dit_state(volume: Path, device: str = "cuda") -> dict[str, torch.Tensor]:
+    """The DiT file's weights with int8 layers dequantised to bf16 on `device`: the same weights for every variant."""
     from common.files import load_safetensors_sequential
     from wan2gp_integration.files import DIT_FILE
 
@@ -125,11 +125,12 @@ def dense_dit_state(volume: Path) -> dict[str, torch.Tensor]:
     for name, tensor in tensors.items():
         if name.endswith(".weight._data"):
             base = name[: -len("._data")]
-            state[base] = (tensor.cuda().to(torch.bfloat16) * tensors[base + "._scale"].cuda()).to(torch.bfloat16)
+            weight = tensor.cuda().to(torch.bfloat16) * tensors[base + "._scale"].cuda()
+            state[base] = weight.to(device, torch.bfloat16)
         elif name.endswith(("._scale", ".input_scale", ".output_scale")):
             continue
         else:
-            state[name] = tensor.cuda().to(torch.bfloat16)
+            state[name] = tensor.to(device, torch.bfloat16)
     return state
 
 
@@ -139,7 +140,7 @@ def cmd_peer(args) -> dict:
 
     from bench import peer
 
-    state = dense_dit_state(args.volume)
+    state = dense_dit_state(args.volume, device="cpu")  # the peer holds its own copy on the GPU
     state = {k: v for k, v in state.items() if not k.startswith("pose_patch_embedding")}
     converted = convert_wan_transformer_to_diffusers(state)
     model = peer.build_peer()
