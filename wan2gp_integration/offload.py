@@ -87,12 +87,16 @@ def profile_options(profile_no: int, *, compile: bool = False, pin_memory: bool 
     The DiT is int8 already (no quantization on the fly). The text encoder is quantized on the fly only
     for profile 5, where RAM cannot hold it in bf16 beside the DiT. Budgets go in as a dict: mmgp
     silently ignores a bare number. Profiles 1 and 3 load models whole, so they get no budgets.
-    `compile` lets mmgp torch.compile the transformer's blocks (it keeps block streaming working);
-    `pin_memory` overrides the profile's choice of pinning the weights in host RAM.
+    `compile` lets mmgp torch.compile the transformer's blocks (it keeps block streaming working).
+    `pin_memory` None keeps mmgp's pinning for the streaming profiles (their asynchronous block copies
+    need it) and turns it off for the whole-model profiles 1 and 3: on an H100, pinning cost profile 1
+    a cold start of 70 s instead of 28 s and gained nothing per step (docs/PERFORMANCE.md).
     """
     options: dict = {"quantizeTransformer": False, "verboseLevel": 0}
     if compile:
         options["compile"] = ["transformer"]
+    if pin_memory is None and profile_no not in _STREAMING_PROFILES:
+        pin_memory = False
     if pin_memory is not None:
         options["pinnedMemory"] = pin_memory
     if profile_no != 5:

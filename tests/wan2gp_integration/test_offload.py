@@ -118,6 +118,16 @@ def test_compile_asks_mmgp_to_compile_the_transformer_only():
     assert "compile" not in profile_options(4)
 
 
-def test_pin_memory_overrides_the_profile_only_when_given():
-    assert profile_options(1, pin_memory=False)["pinnedMemory"] is False
-    assert "pinnedMemory" not in profile_options(1)
+@pytest.mark.parametrize("profile_no", [1, 3])
+def test_whole_model_profiles_do_not_pin_by_default(profile_no):
+    assert profile_options(profile_no)["pinnedMemory"] is False
+
+
+@pytest.mark.parametrize("profile_no", [2, 4, 5])
+def test_streaming_profiles_keep_mmgps_pinning_by_default(profile_no):
+    assert "pinnedMemory" not in profile_options(profile_no)
+
+
+def test_pin_memory_overrides_the_default():
+    assert profile_options(1, pin_memory=True)["pinnedMemory"] is True
+    assert profile_options(4, pin_memory=False)["pinnedMemory"] is False
