@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import struct
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,6 +90,26 @@ def check_keys(path: Path, present: Iterable[str], required: Iterable[str]) -> N
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise VolumeFileError(path, f"missing keys: {shown} (wrong or corrupt checkpoint?)")
+
+
+def check_layout(
+    path: Path,
+    found: Mapping[str, Sequence[int]] | Iterable[str],
+    expected: Mapping[str, Sequence[int]] | Iterable[str],
+    what: str,
+) -> None:
+    """VolumeFileError for missing or unexpected keys and, where both sides carry shapes, a wrong shape.
+
+    `what` names the checkpoint the file should be ("a Wan2.1 VAE"), for the unexpected-keys message."""
+    found_keys, expected_keys = set(found), set(expected)
+    check_keys(path, found_keys, expected_keys)
+    unexpected = sorted(found_keys - expected_keys)
+    if unexpected:
+        raise VolumeFileError(path, f"unexpected keys: {', '.join(unexpected[:5])} (not {what}?)")
+    if isinstance(found, Mapping) and isinstance(expected, Mapping):
+        for key, shape in expected.items():
+            if tuple(found[key]) != tuple(shape):
+                raise VolumeFileError(path, f"tensor {key} has shape {tuple(found[key])}, expected {tuple(shape)}")
 
 
 def pth_keys(path: Path) -> list[str]:

@@ -16,8 +16,7 @@ import torch
 import torch.nn.functional as F
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
-from common.errors import VolumeFileError
-from common.files import check_keys, pth_keys
+from common.files import check_keys, check_layout, pth_keys
 
 log = logging.getLogger(__name__)
 
@@ -144,14 +143,7 @@ def load_wan_clip_state(path: Path) -> tuple[ClipVisionConfig, dict[str, torch.T
     state = torch.load(path, map_location="cpu", weights_only=True, mmap=False)
     num_layers = len({k.split(".")[2] for k in keys if k.startswith("visual.transformer.")})
     config = ClipVisionConfig.from_state_dict({k: state[k].shape for k in (*_SHAPE_KEYS, "visual.head")}, num_layers)
-    expected = config.wan_shapes()
-    check_keys(path, keys, expected)
-    unexpected = sorted(set(keys) - set(expected))
-    if unexpected:
-        raise VolumeFileError(path, f"unexpected keys: {', '.join(unexpected[:5])} (not the visual-only Wan CLIP?)")
-    for key, shape in expected.items():
-        if tuple(state[key].shape) != shape:
-            raise VolumeFileError(path, f"tensor {key} has shape {tuple(state[key].shape)}, expected {shape}")
+    check_layout(path, {k: tuple(v.shape) for k, v in state.items()}, config.wan_shapes(), "the visual-only Wan CLIP")
     return config, state
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from common.errors import VolumeFileError
-from common.files import FileCheck, check_keys, pth_keys, require_file
+from common.files import FileCheck, check_keys, check_layout, pth_keys, require_file
 from wan2gp_integration.clip import CLIP_FILE, ClipVisionConfig
 from wan2gp_integration.loading import inspect_dit_file
 from wan2gp_integration.text_encoder import UMT5_DIR, UMT5_FILE, UMT5EncoderConfig
@@ -35,17 +35,6 @@ def _pth_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     return {key: tuple(value.shape) for key, value in state.items()}
 
 
-def _check_exact(path: Path, found: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]], what: str) -> None:
-    """VolumeFileError for missing, unexpected or mis-shaped keys."""
-    check_keys(path, found, expected)
-    unexpected = sorted(set(found) - set(expected))
-    if unexpected:
-        raise VolumeFileError(path, f"unexpected keys: {', '.join(unexpected[:5])} (not {what}?)")
-    for key, shape in expected.items():
-        if found[key] != tuple(shape):
-            raise VolumeFileError(path, f"tensor {key} has shape {found[key]}, expected {tuple(shape)}")
-
-
 def _layer_count(keys: dict[str, tuple[int, ...]], prefix: str) -> int:
     """How many numbered blocks `<prefix><i>.` the keys hold."""
     return len({key[len(prefix) :].split(".", 1)[0] for key in keys if key.startswith(prefix)})
@@ -61,12 +50,7 @@ def check_vae_file(path: Path) -> None:
     shapes = _pth_shapes(path)
     check_keys(path, shapes, ("encoder.conv1.weight", "conv2.weight"))
     config = VAEConfig.from_state_dict(shapes)
-    found = set(shapes)
-    expected = set(wan_vae_keys(config))
-    check_keys(path, found, expected)
-    unexpected = sorted(found - expected)
-    if unexpected:
-        raise VolumeFileError(path, f"unexpected keys: {', '.join(unexpected[:5])} (not a Wan2.1 VAE?)")
+    check_layout(path, set(shapes), wan_vae_keys(config), "a Wan2.1 VAE")
 
 
 def check_umt5_file(path: Path) -> None:
@@ -75,7 +59,7 @@ def check_umt5_file(path: Path) -> None:
     check_keys(path, shapes, ("token_embedding.weight", "blocks.0.attn.q.weight", "blocks.0.ffn.fc1.weight",
                               "blocks.0.pos_embedding.embedding.weight"))  # fmt: skip
     config = UMT5EncoderConfig.from_state_dict(shapes, _layer_count(shapes, "blocks."))
-    _check_exact(path, shapes, config.wan_shapes(), "a Wan umT5 encoder")
+    check_layout(path, shapes, config.wan_shapes(), "a Wan umT5 encoder")
 
 
 def check_clip_file(path: Path) -> None:
@@ -84,7 +68,7 @@ def check_clip_file(path: Path) -> None:
     check_keys(path, shapes, ("visual.patch_embedding.weight", "visual.pos_embedding",
                               "visual.transformer.0.mlp.0.weight", "visual.head"))  # fmt: skip
     config = ClipVisionConfig.from_state_dict(shapes, _layer_count(shapes, "visual.transformer."))
-    _check_exact(path, shapes, config.wan_shapes(), "the visual-only Wan CLIP")
+    check_layout(path, shapes, config.wan_shapes(), "the visual-only Wan CLIP")
 
 
 def check_tokenizer_dir(path: Path) -> None:

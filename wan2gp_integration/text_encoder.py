@@ -18,7 +18,7 @@ import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, UMT5Config, UMT5EncoderModel
 
 from common.errors import VolumeFileError
-from common.files import check_keys, pth_keys, require_file
+from common.files import check_keys, check_layout, pth_keys, require_file
 
 log = logging.getLogger(__name__)
 
@@ -128,14 +128,7 @@ def load_wan_umt5_state(path: Path) -> tuple[UMT5EncoderConfig, dict[str, torch.
     state = torch.load(path, map_location="cpu", weights_only=True, mmap=False)
     num_layers = len({k.split(".")[1] for k in keys if k.startswith("blocks.")})
     config = UMT5EncoderConfig.from_state_dict({k: state[k].shape for k in _SHAPE_KEYS}, num_layers)
-    expected = config.wan_shapes()
-    check_keys(path, keys, expected)
-    unexpected = sorted(set(keys) - set(expected))
-    if unexpected:
-        raise VolumeFileError(path, f"unexpected keys: {', '.join(unexpected[:5])} (not a Wan umT5 encoder?)")
-    for key, shape in expected.items():
-        if tuple(state[key].shape) != shape:
-            raise VolumeFileError(path, f"tensor {key} has shape {tuple(state[key].shape)}, expected {shape}")
+    check_layout(path, {k: tuple(v.shape) for k, v in state.items()}, config.wan_shapes(), "a Wan umT5 encoder")
     return config, state
 
 

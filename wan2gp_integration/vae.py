@@ -15,8 +15,7 @@ import torch
 from diffusers import AutoencoderKLWan
 from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
 
-from common.errors import VolumeFileError
-from common.files import check_keys, pth_keys
+from common.files import check_keys, check_layout, pth_keys
 
 log = logging.getLogger(__name__)
 
@@ -124,11 +123,7 @@ def load_wan_vae_state(path: Path) -> tuple[VAEConfig, dict[str, torch.Tensor]]:
     check_keys(path, keys, _SHAPE_KEYS)
     state = torch.load(path, map_location="cpu", weights_only=True, mmap=False)
     config = VAEConfig.from_state_dict({k: state[k].shape for k in _SHAPE_KEYS})
-    expected = wan_vae_keys(config)
-    check_keys(path, keys, expected)
-    unexpected = sorted(set(keys) - set(expected))
-    if unexpected:
-        raise VolumeFileError(path, f"unexpected keys: {', '.join(unexpected[:5])} (not a Wan2.1 VAE?)")
+    check_layout(path, keys, wan_vae_keys(config), "a Wan2.1 VAE")
     return config, convert_wan_vae_to_diffusers(state)
 
 
