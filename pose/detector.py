@@ -32,9 +32,14 @@ def make_session(path: Path, device: torch.device):
     options = ort.SessionOptions()
     options.log_severity_level = 3
     try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises several unrelated types for bad files
         raise VolumeFileError(path, f"onnxruntime cannot load it ({type(exc).__name__}: {exc})") from None
+    if device.type == "cuda" and session.get_providers()[0] != "CUDAExecutionProvider":
+        # onnxruntime falls back to the CPU silently when its CUDA libraries do not load: say so once.
+        log.warning("%s runs on the CPU: onnxruntime's CUDA provider is not usable here (available: %s)",
+                    path.name, ", ".join(ort.get_available_providers()))  # fmt: skip
+    return session
 
 
 def anchor_grid(size: int = INPUT_SIZE) -> tuple[np.ndarray, np.ndarray]:

@@ -93,3 +93,15 @@ def test_decoding_matches_rtmlib_yolox(tmp_path):
     theirs = reference(np.ascontiguousarray(image[..., ::-1]))
     np.testing.assert_allclose(ours, theirs, rtol=1e-5)
     assert len(ours) == 2  # the overlapping second box was suppressed by both
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU fallback of a CUDA request")
+def test_a_cuda_session_that_lands_on_the_cpu_says_so(tmp_path, caplog):
+    from pose.detector import make_session
+
+    path = tmp_path / "yolox.onnx"
+    onnx.save(yolox_model(np.array([[100, 50, 300, 400]], np.float32), np.array([0.9])), path)
+    with caplog.at_level("WARNING", logger="pose.detector"):
+        session = make_session(path, torch.device("cuda"))
+    assert session.get_providers() == ["CPUExecutionProvider"]
+    assert "yolox.onnx runs on the CPU" in caplog.text
