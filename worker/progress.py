@@ -1,7 +1,7 @@
 """Throttled progress reports and the cancel flag checked between denoising steps.
 
 `runpod.serverless.progress_update` starts a thread and an HTTP session per call, so step updates are
-sent at most every `interval_s`; a stage change and the last step of a stage always go out.
+sent at most every `interval_s`; a stage change and the first and last step of a stage always go out.
 """
 
 from __future__ import annotations
@@ -30,18 +30,21 @@ class Progress:
         self._interval_s = interval_s
         self._clock = clock
         self._stage = ""
-        self._last_sent = float("-inf")
+        self._last_step_sent = float("-inf")
 
     def stage(self, name: str) -> None:
         """Enter a new stage (always reported); raises JobCancelled when the job was cancelled."""
         self.check_cancelled()
         self._stage = name
+        self._last_step_sent = float("-inf")  # the first step of a stage goes out: it carries the total
         self._send({"stage": name})
 
     def step(self, step: int, total: int) -> None:
         """The step callback of the sampler: cancel check, then a throttled report."""
         self.check_cancelled()
-        if step >= total or self._clock() - self._last_sent >= self._interval_s:
+        now = self._clock()
+        if step >= total or now - self._last_step_sent >= self._interval_s:
+            self._last_step_sent = now
             self._send({"stage": self._stage, "step": step, "total": total})
 
     def check_cancelled(self) -> None:
@@ -49,7 +52,6 @@ class Progress:
             raise JobCancelled(f"job cancelled during {self._stage or 'start-up'}")
 
     def _send(self, payload: dict) -> None:
-        self._last_sent = self._clock()
         try:
             self._sink(payload)
         except Exception:  # noqa: BLE001 - a lost progress report must never fail the job

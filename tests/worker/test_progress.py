@@ -37,8 +37,18 @@ def test_steps_within_the_interval_are_dropped_but_the_last_is_sent():
         clock.now += 0.5
         progress.step(step, 10)
     steps = [payload["step"] for payload in sent if "step" in payload]
-    assert steps == [4, 8, 10]
+    assert steps == [1, 5, 9, 10]
     assert sent[-1] == {"stage": "generate", "step": 10, "total": 10}
+
+
+def test_the_first_step_after_a_stage_change_is_sent():
+    progress, sent, clock, _ = make_progress(interval=2.0)
+    progress.stage("pose")
+    progress.step(1, 30)
+    clock.now += 0.1
+    progress.stage("generate")
+    progress.step(1, 20)
+    assert sent[-2:] == [{"stage": "generate"}, {"stage": "generate", "step": 1, "total": 20}]
 
 
 def test_step_raises_once_cancelled():
