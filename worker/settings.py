@@ -4,7 +4,7 @@
 |---|---|---|
 | `SCAIL_MODEL_ROOT` | `/runpod-volume` | model root: every weight file and volume-path input is relative to it |
 | `SCAIL_DEVICE` | `auto` | `auto` (CUDA when usable, else CPU), `cuda`, `cuda:N` or `cpu` |
-| `SCAIL_OFFLOAD_PROFILE` | `auto` | mmgp offload profile number; `auto` chooses from VRAM and RAM |
+| `SCAIL_OFFLOAD_PROFILE` | `auto` | mmgp offload profile 1..5; `auto` chooses from VRAM and RAM |
 | `SCAIL_ATTENTION` | `auto` | attention backend: `auto` (= `sdpa`, cuDNN first), `sdpa`, `flash`, `sage`, `math` |
 | `SCAIL_COMPILE` | `auto` | torch.compile the DiT blocks on CUDA (`auto` = on; `0` for eager; the first job per shape compiles) |
 | `SCAIL_PIN_MEMORY` | `auto` | pin weights in host RAM (`auto`: only for the streaming profiles 2, 4, 5 as mmgp does; off for 1 and 3, which starts 40 s faster) |
@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _MAX_PRESIGN_S = 7 * 24 * 3600  # the S3 limit of a SigV4 presigned URL
+_OFFLOAD_PROFILES = (1, 5)  # mmgp's profiles, wan2gp_integration.offload.PROFILE_NAMES
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ class Settings:
         return cls(
             model_root=Path(env.get("SCAIL_MODEL_ROOT") or "/runpod-volume"),
             device=env.get("SCAIL_DEVICE", "auto").strip().lower() or "auto",
-            offload_profile=None if profile in ("", "auto") else reader.integer("SCAIL_OFFLOAD_PROFILE", 0, 1, 99),
+            offload_profile=None if profile in ("", "auto") else reader.integer("SCAIL_OFFLOAD_PROFILE", 0, *_OFFLOAD_PROFILES),
             attention=env.get("SCAIL_ATTENTION", "auto").strip().lower() or "auto",
             compile=reader.optional_flag("SCAIL_COMPILE"),
             pin_memory=reader.optional_flag("SCAIL_PIN_MEMORY"),

@@ -46,6 +46,8 @@ def test_explicit_offload_profile_is_an_integer():
     ("env", "message"),
     [
         ({"SCAIL_OFFLOAD_PROFILE": "fast"}, "SCAIL_OFFLOAD_PROFILE='fast' is not an integer"),
+        ({"SCAIL_OFFLOAD_PROFILE": "6"}, r"SCAIL_OFFLOAD_PROFILE=6 must be in 1 \.\. 5"),
+        ({"SCAIL_OFFLOAD_PROFILE": "0"}, r"SCAIL_OFFLOAD_PROFILE=0 must be in 1 \.\. 5"),
         ({"SCAIL_URL_EXPIRY_S": "999999999"}, r"SCAIL_URL_EXPIRY_S=999999999 must be in 1 \.\. 604800"),
         ({"SCAIL_ALLOW_PRIVATE_URLS": "maybe"}, "SCAIL_ALLOW_PRIVATE_URLS='maybe' must be 1/0"),
         ({"SCAIL_DOWNLOAD_TIMEOUT_S": "-1"}, "SCAIL_DOWNLOAD_TIMEOUT_S=-1.0 must be >= 0.1"),
