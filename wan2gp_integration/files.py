@@ -14,15 +14,14 @@ import torch
 from common.errors import VolumeFileError
 from common.files import FileCheck, check_keys, check_layout, pth_keys, require_file
 from wan2gp_integration.clip import CLIP_FILE, ClipVisionConfig
-from wan2gp_integration.loading import inspect_dit_file
+from wan2gp_integration.loading import DIT_FILE, inspect_dit_file
 from wan2gp_integration.text_encoder import UMT5_DIR, UMT5_FILE, UMT5EncoderConfig
 from wan2gp_integration.vae import VAE_FILE, VAEConfig, wan_vae_keys
 
-# The encoders' file names live beside their loaders; re-exported here with the DiT's.
+# The file names live beside their loaders; re-exported here.
 __all__ = ["CLIP_FILE", "DIT_FILE", "UMT5_DIR", "UMT5_FILE", "VAE_FILE", "check_generator_files",
            "require_generator_files"]  # fmt: skip
 
-DIT_FILE = "wan2.1_scail_preview_14B_quanto_bf16_int8.safetensors"
 TOKENIZER_CONFIG = "tokenizer_config.json"
 # Either the fast tokenizer or the sentencepiece model it can be rebuilt from.
 TOKENIZER_MODELS = ("tokenizer.json", "spiece.model")

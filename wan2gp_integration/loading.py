@@ -23,6 +23,8 @@ from wan2gp_integration.dit import DiTConfig, ScailDiT
 
 log = logging.getLogger(__name__)
 
+DIT_FILE = "wan2.1_scail_preview_14B_quanto_bf16_int8.safetensors"
+
 # Keys a quantized Linear stores besides `<m>.weight._data` (what `<m>.weight` becomes).
 _QUANTO_EXTRA = (".weight._scale", ".input_scale", ".output_scale")
 # What DiTConfig.from_state_dict reads.

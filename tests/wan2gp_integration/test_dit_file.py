@@ -15,9 +15,9 @@ from safetensors.torch import load_file, save_file
 
 from common.errors import VolumeFileError
 from common.files import read_safetensors_header
-from tools.volume.dit_file import BF16_FILE, INT8_FILE, write_dit_file
+from tools.volume.dit_file import BF16_FILE, write_dit_file
 from wan2gp_integration.dit import DiTConfig, ScailDiT
-from wan2gp_integration.loading import load_dit
+from wan2gp_integration.loading import DIT_FILE, load_dit
 
 QUANTIZED_LINEARS = (
     "self_attn.q self_attn.k self_attn.v self_attn.o cross_attn.q cross_attn.k cross_attn.v cross_attn.o "
@@ -36,7 +36,7 @@ def volume(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def header(volume) -> tuple[dict, dict]:
-    return read_safetensors_header(volume / INT8_FILE)
+    return read_safetensors_header(volume / DIT_FILE)
 
 
 def file_keys(cfg: DiTConfig) -> set[str]:
@@ -91,7 +91,7 @@ def test_metadata_is_mmgp_quanto(header):
 
 
 def test_int8_weights_are_per_row_absmax_of_the_bf16_twin(volume):
-    int8 = load_file(volume / INT8_FILE)
+    int8 = load_file(volume / DIT_FILE)
     bf16 = load_file(volume / BF16_FILE)
     weight = bf16["blocks.0.ffn.0.weight"].float()
     scale = int8["blocks.0.ffn.0.weight._scale"].float()
@@ -109,7 +109,7 @@ def test_bf16_twin_has_plain_keys_of_the_model(volume):
 
 @pytest.fixture(scope="module")
 def loaded(volume) -> dict[str, ScailDiT]:
-    return {name: load_dit(volume / name, CPU, torch.float32) for name in (INT8_FILE, BF16_FILE)}
+    return {name: load_dit(volume / name, CPU, torch.float32) for name in (DIT_FILE, BF16_FILE)}
 
 
 def sample_inputs(cfg: DiTConfig) -> dict[str, torch.Tensor]:
@@ -124,7 +124,7 @@ def sample_inputs(cfg: DiTConfig) -> dict[str, torch.Tensor]:
 
 
 def test_int8_file_loads_block_linears_as_quanto_modules(loaded):
-    model = loaded[INT8_FILE]
+    model = loaded[DIT_FILE]
     assert model.cfg == DiTConfig.tiny()
     assert isinstance(model.blocks[0].ffn[0], QModuleMixin)
     assert isinstance(model.blocks[1].cross_attn.k_img, QModuleMixin)
@@ -134,7 +134,7 @@ def test_int8_file_loads_block_linears_as_quanto_modules(loaded):
 
 
 def test_int8_model_runs_in_float32_on_cpu(loaded):
-    model = loaded[INT8_FILE]
+    model = loaded[DIT_FILE]
     with torch.no_grad():
         out = model(**sample_inputs(model.cfg))
     assert out.shape == (2, 16, 3, 4, 8) and out.dtype == torch.float32
@@ -144,22 +144,22 @@ def test_int8_model_runs_in_float32_on_cpu(loaded):
 def test_bf16_file_gives_the_int8_prediction_up_to_quantization(loaded):
     inputs = sample_inputs(DiTConfig.tiny())
     with torch.no_grad():
-        int8, bf16 = (loaded[name](**inputs) for name in (INT8_FILE, BF16_FILE))
+        int8, bf16 = (loaded[name](**inputs) for name in (DIT_FILE, BF16_FILE))
     relative = ((int8 - bf16).norm() / bf16.norm()).item()
     assert 0 < relative < 0.03, relative
 
 
 def test_missing_file_names_it(tmp_path):
-    path = tmp_path / INT8_FILE
-    with pytest.raises(VolumeFileError, match=f"{INT8_FILE}.*missing"):
+    path = tmp_path / DIT_FILE
+    with pytest.raises(VolumeFileError, match=f"{DIT_FILE}.*missing"):
         load_dit(path, CPU, torch.float32)
 
 
 def test_truncated_file_is_refused(volume, tmp_path):
-    path = tmp_path / INT8_FILE
-    data = (volume / INT8_FILE).read_bytes()
+    path = tmp_path / DIT_FILE
+    data = (volume / DIT_FILE).read_bytes()
     path.write_bytes(data[: len(data) - 1000])
-    with pytest.raises(VolumeFileError, match=f"{INT8_FILE}.*truncated"):
+    with pytest.raises(VolumeFileError, match=f"{DIT_FILE}.*truncated"):
         load_dit(path, CPU, torch.float32)
 
 
@@ -180,8 +180,8 @@ def test_other_checkpoint_is_refused_with_its_name(tmp_path):
 
 
 def test_int8_file_without_quantization_map_is_refused(volume, tmp_path):
-    path = tmp_path / INT8_FILE
-    shutil.copy(volume / INT8_FILE, path)
+    path = tmp_path / DIT_FILE
+    shutil.copy(volume / DIT_FILE, path)
     raw = bytearray(path.read_bytes())
     (length,) = struct.unpack("<Q", raw[:8])
     head = json.loads(raw[8 : 8 + length])
@@ -195,11 +195,11 @@ def test_int8_file_without_quantization_map_is_refused(volume, tmp_path):
 @pytest.mark.gpu
 def test_int8_model_in_bf16_on_cuda_matches_cpu_float32(volume, loaded):
     cuda = torch.device("cuda")
-    model = load_dit(volume / INT8_FILE, cuda, torch.bfloat16)
+    model = load_dit(volume / DIT_FILE, cuda, torch.bfloat16)
     inputs = sample_inputs(model.cfg)
     on_cuda = {k: v.to(cuda, torch.bfloat16 if v.dtype == torch.float32 else v.dtype) for k, v in inputs.items()}
     with torch.no_grad():
         out = model(**on_cuda).float().cpu()
-        expected = loaded[INT8_FILE](**inputs)
+        expected = loaded[DIT_FILE](**inputs)
     relative = ((out - expected).norm() / expected.norm()).item()
     assert relative < 0.05, relative

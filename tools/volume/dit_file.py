@@ -22,11 +22,11 @@ import torch
 from mmgp import offload
 
 from wan2gp_integration.dit import DiTConfig, ScailDiT
+from wan2gp_integration.loading import DIT_FILE
 
 log = logging.getLogger(__name__)
 
 CPU = torch.device("cpu")
-INT8_FILE = "wan2.1_scail_preview_14B_quanto_bf16_int8.safetensors"
 BF16_FILE = "wan2.1_scail_preview_14B_bf16.safetensors"
 # Modules outside `blocks.*` stay bf16 in the real file.
 NOT_QUANTIZED = [
@@ -96,8 +96,8 @@ def write_dit_file(root: Path, size: Literal["tiny", "full"], *, seed: int = 0, 
     if bf16_twin:
         offload.save_model(model, str(root / BF16_FILE), verboseLevel=0)
         log.info("wrote %s", root / BF16_FILE)
-    offload.save_model(model, str(root / INT8_FILE), do_quantize=True, quantize_exclude=NOT_QUANTIZED, verboseLevel=0)
-    log.info("wrote %s in %.0f s", root / INT8_FILE, time.perf_counter() - start)
+    offload.save_model(model, str(root / DIT_FILE), do_quantize=True, quantize_exclude=NOT_QUANTIZED, verboseLevel=0)
+    log.info("wrote %s in %.0f s", root / DIT_FILE, time.perf_counter() - start)
     del model
     if device.type == "cuda":
         torch.cuda.empty_cache()
