@@ -112,8 +112,8 @@ def check_layout(
                 raise VolumeFileError(path, f"tensor {key} has shape {tuple(found[key])}, expected {tuple(shape)}")
 
 
-def pth_keys(path: Path) -> list[str]:
-    """The state-dict keys of a torch .pth file without loading its tensors."""
+def pth_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """key -> shape of a torch .pth state dict, unpickled onto the meta device (no tensor data read)."""
     require_file(path)
     if not zipfile.is_zipfile(path):
         raise VolumeFileError(path, "not a torch .pth archive (truncated or corrupt)")
@@ -123,7 +123,7 @@ def pth_keys(path: Path) -> list[str]:
         raise VolumeFileError(path, f"unreadable .pth ({type(exc).__name__}: {exc})") from None
     if not isinstance(state, dict):
         raise VolumeFileError(path, f"expected a state dict, found {type(state).__name__}")
-    return list(state)
+    return {key: tuple(value.shape) for key, value in state.items()}
 
 
 def read_sequential(path: Path) -> np.ndarray:

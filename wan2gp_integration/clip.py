@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
-from common.files import check_keys, check_layout, pth_keys
+from common.files import check_keys, check_layout, pth_shapes
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ CLIP_FILE = "models_clip_open-clip-xlm-roberta-large-vit-huge-14-onlyvisual.pth"
 
 MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)
-_SHAPE_KEYS = ("visual.patch_embedding.weight", "visual.pos_embedding", "visual.transformer.0.mlp.0.weight")
+_SHAPE_KEYS = ("visual.patch_embedding.weight", "visual.pos_embedding", "visual.transformer.0.mlp.0.weight", "visual.head")
 _HEAD_DIM = 80
 
 
@@ -136,15 +136,20 @@ def wan_to_transformers(state: dict[str, torch.Tensor], num_layers: int) -> dict
     return out
 
 
+def inspect_clip_file(path: Path) -> ClipVisionConfig:
+    """Config of a visual-only CLIP .pth from its pickle alone; VolumeFileError when keys or shapes are wrong."""
+    shapes = pth_shapes(path)
+    check_keys(path, shapes, _SHAPE_KEYS)
+    num_layers = len({k.split(".")[2] for k in shapes if k.startswith("visual.transformer.")})
+    config = ClipVisionConfig.from_state_dict(shapes, num_layers)
+    check_layout(path, shapes, config.wan_shapes(), "the visual-only Wan CLIP")
+    return config
+
+
 def load_wan_clip_state(path: Path) -> tuple[ClipVisionConfig, dict[str, torch.Tensor]]:
-    """(config, Wan-named state dict) of a visual-only CLIP .pth; VolumeFileError when keys or shapes are wrong."""
-    keys = pth_keys(path)
-    check_keys(path, keys, (*_SHAPE_KEYS, "visual.head"))
-    state = torch.load(path, map_location="cpu", weights_only=True, mmap=False)
-    num_layers = len({k.split(".")[2] for k in keys if k.startswith("visual.transformer.")})
-    config = ClipVisionConfig.from_state_dict({k: state[k].shape for k in (*_SHAPE_KEYS, "visual.head")}, num_layers)
-    check_layout(path, {k: tuple(v.shape) for k, v in state.items()}, config.wan_shapes(), "the visual-only Wan CLIP")
-    return config, state
+    """(config, Wan-named state dict) of a visual-only CLIP .pth, checked by `inspect_clip_file` first."""
+    config = inspect_clip_file(path)
+    return config, torch.load(path, map_location="cpu", weights_only=True, mmap=False)
 
 
 class ClipVisionEncoder:

@@ -18,7 +18,7 @@ import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, UMT5Config, UMT5EncoderModel
 
 from common.errors import VolumeFileError
-from common.files import check_keys, check_layout, pth_keys, require_file
+from common.files import check_keys, check_layout, pth_shapes, require_file
 
 log = logging.getLogger(__name__)
 
@@ -121,15 +121,20 @@ def wan_to_transformers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     return out
 
 
+def inspect_umt5_file(path: Path) -> UMT5EncoderConfig:
+    """Config of a umT5 encoder .pth from its pickle alone; VolumeFileError when keys or shapes are wrong."""
+    shapes = pth_shapes(path)
+    check_keys(path, shapes, _SHAPE_KEYS)
+    num_layers = len({k.split(".")[1] for k in shapes if k.startswith("blocks.")})
+    config = UMT5EncoderConfig.from_state_dict(shapes, num_layers)
+    check_layout(path, shapes, config.wan_shapes(), "a Wan umT5 encoder")
+    return config
+
+
 def load_wan_umt5_state(path: Path) -> tuple[UMT5EncoderConfig, dict[str, torch.Tensor]]:
-    """(config, Wan-named state dict) of a umT5 encoder .pth; VolumeFileError when keys or shapes are wrong."""
-    keys = pth_keys(path)
-    check_keys(path, keys, _SHAPE_KEYS)
-    state = torch.load(path, map_location="cpu", weights_only=True, mmap=False)
-    num_layers = len({k.split(".")[1] for k in keys if k.startswith("blocks.")})
-    config = UMT5EncoderConfig.from_state_dict({k: state[k].shape for k in _SHAPE_KEYS}, num_layers)
-    check_layout(path, {k: tuple(v.shape) for k, v in state.items()}, config.wan_shapes(), "a Wan umT5 encoder")
-    return config, state
+    """(config, Wan-named state dict) of a umT5 encoder .pth, checked by `inspect_umt5_file` first."""
+    config = inspect_umt5_file(path)
+    return config, torch.load(path, map_location="cpu", weights_only=True, mmap=False)
 
 
 def load_tokenizer(tokenizer_dir: Path) -> PreTrainedTokenizerBase:

@@ -15,7 +15,7 @@ import torch
 from diffusers import AutoencoderKLWan
 from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
 
-from common.files import check_keys, check_layout, pth_keys
+from common.files import check_keys, check_layout, pth_shapes
 
 log = logging.getLogger(__name__)
 
@@ -117,13 +117,19 @@ def wan_vae_keys(config: VAEConfig) -> list[str]:
     return keys
 
 
+def inspect_vae_file(path: Path) -> VAEConfig:
+    """Config of a Wan VAE .pth from its pickle alone; VolumeFileError when keys are missing or unexpected."""
+    shapes = pth_shapes(path)
+    check_keys(path, shapes, _SHAPE_KEYS)
+    config = VAEConfig.from_state_dict(shapes)
+    check_layout(path, set(shapes), wan_vae_keys(config), "a Wan2.1 VAE")
+    return config
+
+
 def load_wan_vae_state(path: Path) -> tuple[VAEConfig, dict[str, torch.Tensor]]:
-    """(config, diffusers-named state dict) of a Wan VAE .pth; VolumeFileError when keys are missing or unexpected."""
-    keys = pth_keys(path)
-    check_keys(path, keys, _SHAPE_KEYS)
+    """(config, diffusers-named state dict) of a Wan VAE .pth, checked by `inspect_vae_file` first."""
+    config = inspect_vae_file(path)
     state = torch.load(path, map_location="cpu", weights_only=True, mmap=False)
-    config = VAEConfig.from_state_dict({k: state[k].shape for k in _SHAPE_KEYS})
-    check_layout(path, keys, wan_vae_keys(config), "a Wan2.1 VAE")
     return config, convert_wan_vae_to_diffusers(state)
 
 

@@ -7,7 +7,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from common.errors import VolumeFileError
-from common.files import check_layout, load_safetensors_sequential, read_safetensors_header, read_sequential
+from common.files import (
+    check_layout,
+    load_safetensors_sequential,
+    pth_shapes,
+    read_safetensors_header,
+    read_sequential,
+)
 
 
 @pytest.fixture
@@ -63,3 +69,16 @@ def test_layout_check_names_a_wrong_shape(tmp_path):
 
 def test_layout_check_of_keys_alone_ignores_shapes(tmp_path):
     check_layout(tmp_path / "f.pth", {"a"}, {"a": (1,)}, "a test model")
+
+
+def test_pth_shapes_lists_every_key_with_its_shape(tmp_path):
+    path = tmp_path / "state.pth"
+    torch.save({"a.weight": torch.zeros(2, 3), "b": torch.zeros(4)}, path)
+    assert pth_shapes(path) == {"a.weight": (2, 3), "b": (4,)}
+
+
+def test_pth_shapes_of_a_non_dict_names_what_it_found(tmp_path):
+    path = tmp_path / "tensor.pth"
+    torch.save(torch.zeros(2), path)
+    with pytest.raises(VolumeFileError, match="tensor.pth: expected a state dict, found Tensor"):
+        pth_shapes(path)
