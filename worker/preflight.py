@@ -76,10 +76,7 @@ def profile_requirements(profile: int) -> tuple[float, float]:
 def check_memory(settings: Settings) -> int:
     """NotFitError when GPU 0 or the host has less memory than the offload profile needs; returns the profile."""
     device = torch.device("cuda", 0)
-    try:
-        profile = offload.resolve_profile(settings.offload_profile, device)
-    except ValueError as exc:
-        raise NotFitError(f"SCAIL_OFFLOAD_PROFILE: {exc}") from None
+    profile = offload.resolve_profile(settings.offload_profile, device)  # Settings holds it to 1..5
     need_vram, need_ram = profile_requirements(profile)
     vram = torch.cuda.get_device_properties(device).total_memory
     ram = offload.host_ram_bytes()

@@ -103,10 +103,7 @@ def _profile(settings: Settings, device: torch.device) -> dict | None:
     """The mmgp profile in use on CUDA, with its name; None on CPU (models stay resident)."""
     if device.type != "cuda":
         return None
-    try:
-        number = offload.resolve_profile(settings.offload_profile, device)
-    except ValueError as exc:
-        return {"error": str(exc)}
+    number = offload.resolve_profile(settings.offload_profile, device)
     return {"number": number, "name": offload.PROFILE_NAMES[number], "configured": settings.offload_profile is not None}
 
 
