@@ -10,7 +10,7 @@ import logging
 
 import torch
 
-from common.errors import InputError, JobCancelled, ScailError, VolumeFileError
+from common.errors import JobCancelled, ScailError
 from worker.storage import StorageError
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def error_response(exc: BaseException, job_id: str = "-") -> dict:
     if isinstance(exc, JobCancelled):
         log.info("job %s: %s", job_id, exc)
         return {"error": str(exc)}
-    if isinstance(exc, InputError | VolumeFileError | StorageError | ScailError):
+    if isinstance(exc, ScailError | StorageError):  # InputError, VolumeFileError: their message is the answer
         log.warning("job %s failed: %s", job_id, exc)
         return {"error": str(exc)}
     if isinstance(exc, torch.cuda.OutOfMemoryError) or "cuda out of memory" in str(exc).lower():
