@@ -61,7 +61,7 @@ class VideoReader:
             meta = next(frames)
         except (OSError, RuntimeError, StopIteration) as exc:
             frames.close()
-            raise InputError(f"{field}: not a readable video ({_first_line(exc)})") from None
+            raise InputError(f"{field}: not a readable video ({_last_line(exc)})") from None
         width, height = meta["size"]
         if width * height > max_pixels:
             frames.close()
@@ -80,7 +80,7 @@ class VideoReader:
                 if len(frames) >= max_frames:
                     break
         except (OSError, RuntimeError) as exc:
-            raise InputError(f"{self.field}: video decoding failed ({_first_line(exc)})") from None
+            raise InputError(f"{self.field}: video decoding failed ({_last_line(exc)})") from None
         finally:
             self.close()
         if not frames:
@@ -172,6 +172,7 @@ def _moov_before_mdat(path: Path) -> bool:
     return False
 
 
-def _first_line(exc: BaseException) -> str:
+def _last_line(exc: BaseException) -> str:
+    """ffmpeg's last stderr line is the one that names the problem."""
     text = str(exc).strip()
     return text.splitlines()[-1] if text else type(exc).__name__
