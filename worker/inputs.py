@@ -35,6 +35,7 @@ _MAX_REDIRECTS = 5
 _CHUNK = 1 << 20
 _BASE64_RE = re.compile(r"^[A-Za-z0-9+/_\-\s]+=*\s*$")
 _DATA_URI_RE = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,", re.I)
+_NOT_AN_INPUT = "not an http(s) URL, a data URI, base64, or a path in the model root"
 # ISO-BMFF brands that are still images (HEIF / AVIF) rather than movies.
 _IMAGE_BRANDS = {b"avif", b"avis", b"heic", b"heix", b"mif1", b"msf1"}
 
@@ -116,7 +117,7 @@ def _volume_file(value: str, field: str, settings: Settings) -> Path | None:
         raise InputError(f"{field}: path {value!r} is outside the model root")
     if not path.is_file():
         if "/" not in value and "." not in value:  # no file name shape either: say what was expected
-            raise InputError(f"{field}: not an http(s) URL, a data URI, base64, or a path in the model root")
+            raise InputError(f"{field}: {_NOT_AN_INPUT}")
         raise InputError(f"{field}: file {value!r} not found in the model root")
     size = path.stat().st_size
     if size > settings.max_download_bytes:
@@ -136,7 +137,7 @@ def _write_data_uri(value: str, dest: Path, field: str, settings: Settings) -> N
 
 def _write_base64(value: str, dest: Path, field: str, settings: Settings) -> Path:
     if not _BASE64_RE.match(value):
-        raise InputError(f"{field}: not an http(s) URL, a data URI, base64, or a path in the model root")
+        raise InputError(f"{field}: {_NOT_AN_INPUT}")
     if len(value) * 3 // 4 > settings.max_download_bytes:
         raise InputError(f"{field}: base64 data is over the limit of {settings.max_download_bytes} bytes")
     compact = "".join(value.split())
