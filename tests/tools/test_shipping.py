@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from tools.make_demo_inputs import DRIVING_NAME, REFERENCE_NAME
+from wan2gp_integration.attention import resolve_backend
 from worker.schema import JobInput, parse_input
+from worker.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 NOT_SHIPPED = {"tests", "bench"}
@@ -67,6 +69,23 @@ def test_hub_json_is_a_serverless_gpu_listing():
     assert {"BUCKET_ENDPOINT_URL", "BUCKET_ACCESS_KEY_ID", "BUCKET_SECRET_ACCESS_KEY"} <= {
         item["key"] for item in hub["config"]["env"]
     }
+
+
+@pytest.fixture(scope="module")
+def hub_env() -> dict[str, dict]:
+    """hub.json's endpoint variables: key -> its `input` (name, type, description, default)."""
+    hub = json.loads((ROOT / ".runpod" / "hub.json").read_text())
+    return {item["key"]: item["input"] for item in hub["config"]["env"]}
+
+
+def test_hub_json_defaults_are_accepted_settings(hub_env):
+    Settings.from_env({key: str(field["default"]) for key, field in hub_env.items()})
+
+
+def test_hub_json_names_only_attention_backends_the_worker_accepts(hub_env):
+    description = re.sub(r"\(.*?\)", "", hub_env["SCAIL_ATTENTION"]["description"]).rstrip(".")
+    for name in re.split(r",\s*|\s+or\s+", description):
+        resolve_backend(name.strip())
 
 
 def test_docker_context_holds_every_first_party_package():
