@@ -31,6 +31,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -130,24 +131,24 @@ class _Reader:
         return value.strip() if value is not None and value.strip() else None
 
     def integer(self, name: str, default: int, low: int, high: int | None = None) -> int:
-        raw = self._raw(name)
-        if raw is None:
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ValueError(f"environment variable {name}={raw!r} is not an integer") from None
-        return self._bounded(name, value, low, high)
+        return self._bounded(name, default, int, "an integer", low, high)
 
     def number(self, name: str, default: float, low: float) -> float:
+        return self._bounded(name, default, _finite_float, "a finite number", low, None)
+
+    def _bounded(self, name: str, default, parse, what: str, low, high):
+        """`parse` of the variable (or `default` when unset), held to `low` .. `high`."""
         raw = self._raw(name)
         if raw is None:
             return default
         try:
-            value = float(raw)
+            value = parse(raw)
         except ValueError:
-            raise ValueError(f"environment variable {name}={raw!r} is not a number") from None
-        return self._bounded(name, value, low, None)
+            raise ValueError(f"environment variable {name}={raw!r} is not {what}") from None
+        if value < low or (high is not None and value > high):
+            bound = f">= {low}" if high is None else f"in {low} .. {high}"
+            raise ValueError(f"environment variable {name}={value} must be {bound}")
+        return value
 
     def flag(self, name: str) -> bool:
         raw = (self._raw(name) or "0").lower()
@@ -162,9 +163,10 @@ class _Reader:
         raw = self._raw(name)
         return None if raw is None or raw.lower() == "auto" else self.flag(name)
 
-    @staticmethod
-    def _bounded(name: str, value, low, high):
-        if value < low or (high is not None and value > high):
-            bound = f">= {low}" if high is None else f"in {low} .. {high}"
-            raise ValueError(f"environment variable {name}={value} must be {bound}")
-        return value
+
+def _finite_float(raw: str) -> float:
+    """float(raw), refusing nan and inf (a NaN passes every bound check)."""
+    value = float(raw)
+    if not math.isfinite(value):
+        raise ValueError(raw)
+    return value

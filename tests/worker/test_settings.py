@@ -51,6 +51,7 @@ def test_explicit_offload_profile_is_an_integer():
         ({"SCAIL_URL_EXPIRY_S": "999999999"}, r"SCAIL_URL_EXPIRY_S=999999999 must be in 1 \.\. 604800"),
         ({"SCAIL_ALLOW_PRIVATE_URLS": "maybe"}, "SCAIL_ALLOW_PRIVATE_URLS='maybe' must be 1/0"),
         ({"SCAIL_DOWNLOAD_TIMEOUT_S": "-1"}, "SCAIL_DOWNLOAD_TIMEOUT_S=-1.0 must be >= 0.1"),
+        ({"SCAIL_PROGRESS_INTERVAL_S": "nan"}, "SCAIL_PROGRESS_INTERVAL_S='nan' is not a finite number"),
     ],
 )
 def test_malformed_variable_is_named(env, message):
