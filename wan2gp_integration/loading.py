@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 
 DIT_FILE = "wan2.1_scail_preview_14B_quanto_bf16_int8.safetensors"
 
-# Keys a quantized Linear stores besides `<m>.weight._data` (what `<m>.weight` becomes).
-_QUANTO_EXTRA = (".weight._scale", ".input_scale", ".output_scale")
+# Keys a quantized Linear stores besides `<m>.weight._data` (what `<m>.weight` becomes); only the scale is required.
+_SCALE = ".weight._scale"
+_QUANTO_EXTRA = (_SCALE, ".input_scale", ".output_scale")
 # What DiTConfig.from_state_dict reads.
 _CONFIG_KEYS = (
     "patch_embedding.weight",
@@ -76,7 +77,7 @@ def inspect_dit_file(path: Path) -> tuple[DiTConfig, dict[str, dict] | None]:
 
     with torch.device("meta"):
         expected = set(ScailDiT(cfg).state_dict())
-    required = expected | {f"{m}{suffix}" for m in quantized for suffix in _QUANTO_EXTRA[:1]}
+    required = expected | {m + _SCALE for m in quantized}
     check_keys(path, present | set(header), required)
     unexpected = present - expected
     if unexpected:
@@ -98,6 +99,10 @@ def load_dit(path: Path, device: torch.device, dtype: torch.dtype) -> ScailDiT:
     start = time.perf_counter()
     state_dict, _ = load_safetensors_sequential(path)
     log.info("read %s (%.1f GB) in %.1f s", path.name, path.stat().st_size / 1e9, time.perf_counter() - start)
+    if qmap:
+        # quanto computes a QLinear in the dtype of its weight scales (bf16 in the file): without this cast a
+        # float32 CPU run would do every block matmul in bf16.
+        state_dict = {key: value.to(dtype) if key.endswith(_SCALE) else value for key, value in state_dict.items()}
 
     with torch.device("meta"):
         model = ScailDiT(cfg)

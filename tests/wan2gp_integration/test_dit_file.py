@@ -141,6 +141,15 @@ def test_int8_model_runs_in_float32_on_cpu(loaded):
     assert torch.isfinite(out).all()
 
 
+def test_int8_linear_computes_in_float32_on_cpu(loaded):
+    linear = loaded[DIT_FILE].blocks[0].ffn[0]
+    x = torch.randn(2, 7, linear.in_features, generator=torch.Generator().manual_seed(1))
+    dequantized = linear.weight._data.float() * linear.weight._scale.float()
+    with torch.no_grad():
+        out = linear(x)
+    torch.testing.assert_close(out, x @ dequantized.t() + linear.bias, rtol=1e-5, atol=1e-5)
+
+
 def test_bf16_file_gives_the_int8_prediction_up_to_quantization(loaded):
     inputs = sample_inputs(DiTConfig.tiny())
     with torch.no_grad():
