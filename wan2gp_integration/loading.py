@@ -18,7 +18,7 @@ import torch
 from mmgp import offload
 
 from common.errors import VolumeFileError
-from common.files import check_keys, load_safetensors_sequential, read_safetensors_header
+from common.files import check_keys, check_layout, load_safetensors_sequential, read_safetensors_header
 from wan2gp_integration.dit import DiTConfig, ScailDiT
 
 log = logging.getLogger(__name__)
@@ -41,23 +41,18 @@ _CONFIG_KEYS = (
 
 def _model_keys(file_keys: set[str]) -> set[str]:
     """The file's keys as the model names them: `<m>.weight._data` -> `<m>.weight`, quanto extras dropped."""
-    keys = set()
-    for key in file_keys:
-        if key.endswith(_QUANTO_EXTRA):
-            continue
-        keys.add(key.removesuffix("._data"))
-    return keys
+    return {key.removesuffix("._data") for key in file_keys if not key.endswith(_QUANTO_EXTRA)}
 
 
 def quantization_map(path: Path, metadata: dict[str, str]) -> dict[str, dict] | None:
     """The quanto quantization map stored by mmgp's saver, or None for a plain file."""
-    if "quantization_map_base64" in metadata:
-        try:
+    try:
+        if "quantization_map_base64" in metadata:
             return json.loads(base64.b64decode(metadata["quantization_map_base64"]))
-        except ValueError as exc:
-            raise VolumeFileError(path, f"unreadable quantization map in the metadata ({exc})") from None
-    if "quantization_map" in metadata:
-        return json.loads(metadata["quantization_map"])
+        if "quantization_map" in metadata:
+            return json.loads(metadata["quantization_map"])
+    except ValueError as exc:  # binascii.Error and JSONDecodeError are ValueErrors
+        raise VolumeFileError(path, f"unreadable quantization map in the metadata ({exc})") from None
     return None
 
 
@@ -77,12 +72,8 @@ def inspect_dit_file(path: Path) -> tuple[DiTConfig, dict[str, dict] | None]:
 
     with torch.device("meta"):
         expected = set(ScailDiT(cfg).state_dict())
-    required = expected | {m + _SCALE for m in quantized}
-    check_keys(path, present | set(header), required)
-    unexpected = present - expected
-    if unexpected:
-        shown = ", ".join(sorted(unexpected)[:5])
-        raise VolumeFileError(path, f"unexpected keys: {shown} (not a SCAIL DiT checkpoint?)")
+    check_layout(path, present, expected, "a SCAIL DiT checkpoint")
+    check_keys(path, header, {m + _SCALE for m in quantized})
     return cfg, qmap
 
 

@@ -17,7 +17,7 @@ from common.errors import VolumeFileError
 from common.files import read_safetensors_header
 from tools.volume.dit_file import BF16_FILE, write_dit_file
 from wan2gp_integration.dit import DiTConfig, ScailDiT
-from wan2gp_integration.loading import DIT_FILE, load_dit
+from wan2gp_integration.loading import DIT_FILE, load_dit, quantization_map
 
 QUANTIZED_LINEARS = (
     "self_attn.q self_attn.k self_attn.v self_attn.o cross_attn.q cross_attn.k cross_attn.v cross_attn.o "
@@ -199,6 +199,13 @@ def test_int8_file_without_quantization_map_is_refused(volume, tmp_path):
     path.write_bytes(bytes(raw[:8]) + encoded[:length] + bytes(raw[8 + length :]))
     with pytest.raises(VolumeFileError, match="quantization map"):
         load_dit(path, CPU, torch.float32)
+
+
+def test_unreadable_plain_quantization_map_names_the_problem(tmp_path):
+    path = tmp_path / DIT_FILE
+    save_file({"a": torch.zeros(1)}, path, metadata={"quantization_map": "{not json"})
+    with pytest.raises(VolumeFileError, match=f"{DIT_FILE}: unreadable quantization map"):
+        quantization_map(path, read_safetensors_header(path)[1])
 
 
 @pytest.mark.gpu
