@@ -43,13 +43,35 @@ def default_size(ref_width: int, ref_height: int, width: int | None = None, heig
     """(width, height): the given ones, the missing one(s) from the reference aspect within the area budget."""
     aspect = ref_width / ref_height
     if width is None and height is None:
-        width = _snap(math.sqrt(AREA_BUDGET * aspect))
-        height = _snap(math.sqrt(AREA_BUDGET / aspect))
-    elif width is None:
+        return _budget_size(aspect)
+    if width is None:
         width = _snap(height * aspect)
     elif height is None:
         height = _snap(width / aspect)
     return width, height
+
+
+def _budget_size(aspect: float) -> tuple[int, int]:
+    """The multiples of 32 nearest `aspect` whose area stays within AREA_BUDGET.
+
+    Rounding both ideal sides to the nearest multiple can overshoot the budget (by up to 4.5 %), so
+    each side is taken one multiple down or up and the closest aspect within the budget wins. Both sides
+    rounded down always fit: below the ideal area, or 1280x256 when the aspect clamps a side.
+    """
+    ideal_width, ideal_height = math.sqrt(AREA_BUDGET * aspect), math.sqrt(AREA_BUDGET / aspect)
+    fitting = [
+        (width, height)
+        for width in _neighbours(ideal_width)
+        for height in _neighbours(ideal_height)
+        if width * height <= AREA_BUDGET
+    ]
+    return min(fitting, key=lambda size: (abs(math.log(size[0] / size[1] / aspect)), -size[0] * size[1]))
+
+
+def _neighbours(value: float) -> set[int]:
+    """The multiples of 32 just below and above `value`, within the size bounds."""
+    low = math.floor(value / SIZE_MULTIPLE) * SIZE_MULTIPLE
+    return {_clamp(low), _clamp(low + SIZE_MULTIPLE)}
 
 
 def job_fps(job: JobInput, source_fps: float | None) -> float:
@@ -83,5 +105,8 @@ def resolve(job: JobInput, *, ref_size: tuple[int, int], available: int, fps: fl
 
 def _snap(value: float) -> int:
     """Nearest multiple of 32 within the size bounds."""
-    snapped = int(round(value / SIZE_MULTIPLE)) * SIZE_MULTIPLE
-    return max(SIZE_MIN, min(SIZE_MAX, snapped))
+    return _clamp(int(round(value / SIZE_MULTIPLE)) * SIZE_MULTIPLE)
+
+
+def _clamp(size: int) -> int:
+    return max(SIZE_MIN, min(SIZE_MAX, size))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from common.errors import InputError
-from worker.plan import default_size, job_fps, resolve, source_frames_needed
+from worker.plan import AREA_BUDGET, default_size, job_fps, resolve, source_frames_needed
 from worker.schema import parse_input
 
 BASE = {"reference_image": "r.png", "pose_video": "v.mp4"}
@@ -19,6 +21,11 @@ def test_default_size_keeps_the_reference_aspect_within_the_area_budget(ref, exp
     width, height = default_size(*ref)
     assert (width, height) == expected
     assert width % 32 == 0 and height % 32 == 0
+
+
+def test_default_size_never_exceeds_the_area_budget():
+    over = [(w, default_size(w, 1000)) for w in range(100, 10_000, 7) if math.prod(default_size(w, 1000)) > AREA_BUDGET]
+    assert over == []
 
 
 def test_one_given_side_sets_the_other_from_the_aspect():
