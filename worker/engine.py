@@ -23,12 +23,12 @@ import torch
 
 from common.errors import InputError
 from pose.files import MATANYONE_FILE, SAM_FILE
-from pose.frames import fit_to_canvas, resample_frames
+from pose.frames import MAX_FRAMES, fit_to_canvas, resample_frames
 from worker.inputs import fetch_input
 from worker.media import VideoReader, decode_image, encode_mp4
 from worker.plan import default_size, job_fps, resolve, source_frames_needed
 from worker.progress import Progress
-from worker.schema import FRAMES_MAX, JobInput
+from worker.schema import JobInput
 from worker.settings import Settings
 from worker.storage import Storage
 
@@ -133,7 +133,7 @@ class Engine:
             video = VideoReader.open(video_path, "pose_video", settings.max_pixels)
             fps = job_fps(job, video.fps)
             source_fps = video.fps or fps
-            wanted = source_frames_needed(job.num_frames or FRAMES_MAX, source_fps, fps)
+            wanted = source_frames_needed(job.num_frames or MAX_FRAMES, source_fps, fps)
             # Frames are fitted to the canvas while decoding, so a long 4K video never sits in memory whole.
             frames = video.read(min(wanted, settings.max_frames), lambda frame: fit_to_canvas(frame, width, height))
             frames = resample_frames(frames, source_fps, fps)

@@ -12,9 +12,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from common.errors import InputError
+from pose.frames import MAX_FRAMES, MIN_FRAMES
 
 SIZE_MIN, SIZE_MAX, SIZE_MULTIPLE = 256, 1280, 32
-FRAMES_MIN, FRAMES_MAX = 5, 81
 PROMPT_MAX_CHARS = 4000
 SEED_MAX = 2**32 - 1
 
@@ -37,7 +37,7 @@ class JobInput(_Strict):
     seed: int | None = Field(None, ge=0, le=SEED_MAX)
     width: Size | None = None
     height: Size | None = None
-    num_frames: int | None = Field(None, ge=FRAMES_MIN, le=FRAMES_MAX)
+    num_frames: int | None = Field(None, ge=MIN_FRAMES, le=MAX_FRAMES)
     fps: float | None = Field(None, ge=1, le=60)
     steps: int | None = Field(None, ge=1, le=100)
     guidance_scale: float | None = Field(None, ge=0, le=20)
@@ -59,7 +59,7 @@ class JobInput(_Strict):
     @classmethod
     def _four_n_plus_one(cls, value: int | None) -> int | None:
         if value is not None and value % 4 != 1:
-            raise ValueError(f"must be 4n+1 ({FRAMES_MIN}, 9, 13, ..., {FRAMES_MAX})")
+            raise ValueError(f"must be 4n+1 ({MIN_FRAMES}, 9, 13, ..., {MAX_FRAMES})")
         return value
 
 
