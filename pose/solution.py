@@ -4,8 +4,9 @@ Interfaces assumed from the other pose packages:
 - pose.nlf: `load_nlf(weights, meta, device) -> NLFModel`; `NLFModel.joints_for_boxes(frames (T,H,W,3) uint8 RGB,
   boxes list[(N_t,4) xyxy]) -> list[(N_t,24,3) float32 mm]`, camera from FOV 55 deg on the longer side; it widens
   the boxes and blacks out the frame outside them itself.
-- pose.multi (2-5 persons): `MaskModels.from_files(sam, device)`, `segment_persons(frames, boxes (N,4) of frame 0,
-  points list[(K,2) pixels], segmenter) -> alpha (N,T,H,W)`, `composite_person(frames, alpha) -> (T,H,W,3) uint8`.
+- pose.multi (2-5 persons): `load_multi(root, device) -> MaskModels` (SAM + MatAnyone), `segment_persons(frames,
+  boxes (N,4) of frame 0, points list[(K,2) pixels], segmenter, matting) -> alpha (N,T,H,W)`,
+  `composite_person(frames, alpha) -> (T,H,W,3) uint8`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from common.errors import InputError
 from pose.alignment import Camera, face_scale, fit_camera, overlay_shifts, smpl_to_openpose
 from pose.detector import PersonDetector
 from pose.estimator import WholeBodyEstimator
-from pose.files import DWPOSE_FILE, NLF_META_FILE, NLF_WEIGHTS_FILE, SAM_FILE, YOLOX_FILE, require_pose_files
+from pose.files import DWPOSE_FILE, NLF_META_FILE, NLF_WEIGHTS_FILE, YOLOX_FILE, require_pose_files
 from pose.frames import check_image_array
 from pose.keypoints import VALID_SCORE, PoseKeypoints, to_openpose
 from pose.overlay import compose, draw_overlay
@@ -41,6 +42,23 @@ class FramePoses:
 
     boxes: list[np.ndarray]
     keypoints: list[PoseKeypoints]
+
+
+def box_on_alpha(boxes: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """boxes (N,4) xyxy pixels, one person's alpha (H,W) in [0,1] -> (1,4): the box of highest IoU with the alpha.
+
+    On a composited video the best-scoring box can be a remnant of another person (a soft alpha edge); the
+    box that overlaps this person's matte is the one to follow. (0,4) when there is no box.
+    """
+    if len(boxes) == 0:
+        return boxes
+    height, width = alpha.shape
+    corners = np.clip(np.rint(boxes), 0, [width, height, width, height]).astype(np.int64)
+    inside = np.array([alpha[y0:y1, x0:x1].sum() for x0, y0, x1, y1 in corners])
+    areas = (corners[:, 2] - corners[:, 0]) * (corners[:, 3] - corners[:, 1])
+    iou = inside / np.maximum(areas + alpha.sum() - inside, 1e-6)
+    best = int(np.argmax(iou))
+    return boxes[best : best + 1]
 
 
 class PoseVideoMaker:
@@ -63,9 +81,9 @@ class PoseVideoMaker:
         require_pose_files(root, multi_person=multi_person)
         masks = None
         if multi_person:
-            from pose.multi import MaskModels
+            from pose.multi import load_multi
 
-            masks = MaskModels.from_files(root / SAM_FILE, device)
+            masks = load_multi(root, device)
         return cls(
             PersonDetector.from_file(root / YOLOX_FILE, device),
             WholeBodyEstimator.from_file(root / DWPOSE_FILE, device),
@@ -75,17 +93,16 @@ class PoseVideoMaker:
         )
 
     def detect(self, frames: np.ndarray, max_persons: int) -> FramePoses:
-        """Per frame: up to `max_persons` best person boxes and their keypoints.
+        """Per frame: up to `max_persons` best person boxes and their keypoints."""
+        return self.estimate(frames, [self.detector(frame)[0][:max_persons] for frame in frames])
+
+    def estimate(self, frames: np.ndarray, boxes: list[np.ndarray]) -> FramePoses:
+        """DWPose keypoints for the given boxes (N_t,4) of each frame.
 
         A frame without a box gets DWPose on the whole image (its 2D marks are still drawn) and no box.
         """
         height, width = frames.shape[1:3]
-        boxes, keypoints = [], []
-        for frame in frames:
-            frame_boxes = self.detector(frame)[0][:max_persons]
-            points, scores = self.estimator(frame, frame_boxes)
-            boxes.append(frame_boxes)
-            keypoints.append(to_openpose(points, scores, width, height))
+        keypoints = [to_openpose(*self.estimator(frame, b), width, height) for frame, b in zip(frames, boxes, strict=True)]
         return FramePoses(boxes, keypoints)
 
     def joints(self, frames: np.ndarray, boxes: list[np.ndarray]) -> np.ndarray:
@@ -160,12 +177,13 @@ class PoseVideoMaker:
         points = [b[SAM_PROMPT_POINTS][s] for b, s in zip(body, shown, strict=True)]
         from pose.multi import composite_person, segment_persons
 
-        alpha = segment_persons(frames, boxes0[chosen], points, self.masks.segmenter)
+        alpha = segment_persons(frames, boxes0[chosen], points, self.masks.segmenter, matting=self.masks.matting)
         persons = [composite_person(frames, person_alpha) for person_alpha in alpha]
         joints = np.zeros((len(frames), len(chosen), 24, 3), np.float32)
         keypoints: list[list[PoseKeypoints]] = []
-        for p, person_frames in enumerate(persons):
-            poses = self.detect(person_frames, 1)
+        for p, (person_frames, person_alpha) in enumerate(zip(persons, alpha, strict=True)):
+            boxes = [box_on_alpha(self.detector(f)[0], a) for f, a in zip(person_frames, person_alpha, strict=True)]
+            poses = self.estimate(person_frames, boxes)
             joints[:, p] = self.joints(person_frames, poses.boxes)
             keypoints.append(poses.keypoints)
         camera = Camera.default(width, height)

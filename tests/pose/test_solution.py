@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import onnx
 import pytest
@@ -11,7 +13,7 @@ from common.errors import InputError
 from pose.alignment import Camera
 from pose.files import YOLOX_FILE
 from pose.overlay import BODY_POINT_COLOURS
-from pose.solution import PoseVideoMaker
+from pose.solution import PoseVideoMaker, box_on_alpha
 from tests.pose.skeletons import standing_smpl
 from tools.make_demo_inputs import driving_frames, reference_image
 from tools.volume.pose_files import write_pose_files, yolox_model
@@ -117,3 +119,57 @@ def test_a_broken_detector_file_is_a_volume_error(pose_root, tmp_path):
     (tmp_path / YOLOX_FILE).write_bytes(b"not onnx")
     with pytest.raises(VolumeFileError, match="yolox_l.onnx"):
         PoseVideoMaker.from_model_root(tmp_path, CPU, multi_person=False)
+
+
+def test_box_on_alpha_takes_the_box_overlapping_the_matte_not_the_first():
+    alpha = np.zeros((H, W), np.float32)
+    alpha[20:200, 90:150] = 1.0
+    boxes = np.array([[10, 20, 70, 200], [90, 20, 150, 200], [0, 0, W, H]], np.float32)  # best score first
+    assert np.array_equal(box_on_alpha(boxes, alpha), boxes[1:2])
+
+
+def test_box_on_alpha_without_boxes_gives_none():
+    assert box_on_alpha(np.zeros((0, 4), np.float32), np.ones((H, W), np.float32)).shape == (0, 4)
+
+
+class TwoPersonDetector:
+    """Test double for YOLOX: the same two boxes in every frame, the left one scoring best."""
+
+    boxes = np.array([[10, 20, 70, 200], [90, 20, 150, 200]], np.float32)
+
+    def __call__(self, frame):
+        return self.boxes, np.array([0.9, 0.8], np.float32)
+
+
+class RecordingNLF(StandingNLF):
+    def __init__(self):
+        self.boxes = []
+
+    def joints_for_boxes(self, frames, boxes):
+        self.boxes.append(boxes)
+        return super().joints_for_boxes(frames, boxes)
+
+
+def test_each_person_is_posed_from_the_box_on_its_own_matte(maker, inputs, monkeypatch):
+    import pose.multi
+
+    frames, reference = inputs
+    alpha = np.zeros((2, len(frames), H, W), np.float32)
+    for person, (x0, y0, x1, y1) in enumerate(TwoPersonDetector.boxes.astype(int)):
+        alpha[person, :, y0:y1, x0:x1] = 1.0
+    # SAM and MatAnyone with random tiny weights give no usable matte: plant one per person instead.
+    monkeypatch.setattr(pose.multi, "segment_persons", lambda *args, **kwargs: alpha)
+    nlf = RecordingNLF()
+    masks = SimpleNamespace(segmenter=None, matting=None)
+    double = PoseVideoMaker(TwoPersonDetector(), maker.estimator, nlf, maker.renderer, masks)
+    double.render(frames, reference, num_persons=2)
+    for person, person_boxes in enumerate(nlf.boxes):
+        assert all(np.array_equal(b, TwoPersonDetector.boxes[person : person + 1]) for b in person_boxes)
+
+
+def test_multi_person_volume_loads_matanyone_for_the_propagation(tmp_path):
+    from pose.multi.matanyone import MatAnyone
+
+    write_pose_files(tmp_path, "tiny", multi_person=True)
+    maker = PoseVideoMaker.from_model_root(tmp_path, CPU)
+    assert isinstance(maker.masks.matting, MatAnyone)
