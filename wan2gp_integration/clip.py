@@ -9,6 +9,7 @@ last block, `head` and `log_scale` are never loaded (`post_norm` only feeds the 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +42,7 @@ class ClipVisionConfig:
     out_dim: int
 
     @classmethod
-    def from_state_dict(cls, shapes: dict[str, torch.Size], num_layers: int) -> ClipVisionConfig:
+    def from_state_dict(cls, shapes: Mapping[str, Sequence[int]], num_layers: int) -> ClipVisionConfig:
         width, _, patch, _ = shapes["visual.patch_embedding.weight"]
         grid = round((shapes["visual.pos_embedding"][1] - 1) ** 0.5)
         return cls(

@@ -33,7 +33,7 @@ from wan2gp_integration.files import CLIP_FILE, DIT_FILE, UMT5_DIR, UMT5_FILE, V
 from wan2gp_integration.loading import load_dit
 from wan2gp_integration.offload import resolve_profile, setup_offload
 from wan2gp_integration.presets import WAN_NEGATIVE_PROMPT
-from wan2gp_integration.sampler import make_sampler
+from wan2gp_integration.sampler import FlowSampler, make_sampler
 from wan2gp_integration.text_encoder import TextEncoder
 from wan2gp_integration.vae import WanVAE
 
@@ -158,7 +158,16 @@ class ScailPipeline:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
-    def _generate(self, reference, pose_frames, texts, seed, flow_sampler, guidance_scale, callback) -> np.ndarray:
+    def _generate(
+        self,
+        reference: np.ndarray,
+        pose_frames: np.ndarray,
+        texts: list[str],
+        seed: int,
+        flow_sampler: FlowSampler,
+        guidance_scale: float,
+        callback: Callable[[int, int], None] | None,
+    ) -> np.ndarray:
         # Seeded on the CPU so that a seed gives the same noise on every device.
         generator = torch.Generator("cpu").manual_seed(seed)
         frames, height, width = pose_frames.shape[:3]
@@ -176,7 +185,10 @@ class ScailPipeline:
             frames_out = ((video[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
             return frames_out.permute(1, 2, 3, 0).cpu().numpy()
 
-    def _conditions(self, reference: np.ndarray, pose_frames: np.ndarray, texts: list[str], ref_noise) -> _Conditions:
+    def _conditions(
+        self, reference: np.ndarray, pose_frames: np.ndarray, texts: list[str], ref_noise: torch.Tensor
+    ) -> _Conditions:
+        """The conditions for `texts` (prompt, and negative prompt when CFG runs); ref_noise [1,3,1,H,W] on the CPU."""
         batch = len(texts)
         with self._stage("text_encode"):
             context = self.text_encoder.encode(texts).to(self.dtype)
@@ -201,7 +213,14 @@ class ScailPipeline:
             clip_tokens=clip_tokens.expand(batch, -1, -1),
         )
 
-    def _denoise(self, latents, cond: _Conditions, flow_sampler, guidance_scale, callback) -> torch.Tensor:
+    def _denoise(
+        self,
+        latents: torch.Tensor,
+        cond: _Conditions,
+        flow_sampler: FlowSampler,
+        guidance_scale: float,
+        callback: Callable[[int, int], None] | None,
+    ) -> torch.Tensor:
         """latents [1,16,1+T_lat,h,w] float32 from pure noise to clean; no host sync inside the loop."""
         batch = cond.context.shape[0]
         # float64 t: mmgp casts float32 inputs of the model to its dtype, which would round t in bf16.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import logging
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +45,7 @@ class UMT5EncoderConfig:
     max_distance: int = 128
 
     @classmethod
-    def from_state_dict(cls, shapes: dict[str, torch.Size], num_layers: int) -> UMT5EncoderConfig:
+    def from_state_dict(cls, shapes: Mapping[str, Sequence[int]], num_layers: int) -> UMT5EncoderConfig:
         vocab, dim = shapes["token_embedding.weight"]
         num_buckets, num_heads = shapes["blocks.0.pos_embedding.embedding.weight"]
         return cls(

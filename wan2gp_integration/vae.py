@@ -8,6 +8,7 @@ bounds it further for large frames.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +46,7 @@ class VAEConfig:
     temperal_downsample: tuple[bool, ...] = (False, True, True)
 
     @classmethod
-    def from_state_dict(cls, shapes: dict[str, torch.Size]) -> VAEConfig:
+    def from_state_dict(cls, shapes: Mapping[str, Sequence[int]]) -> VAEConfig:
         return cls(base_dim=shapes["encoder.conv1.weight"][0], z_dim=shapes["conv2.weight"][0])
 
     def build(self) -> AutoencoderKLWan:
