@@ -19,9 +19,17 @@ from worker.settings import get_settings
 from worker.startup import build_handler
 
 
+def log_level(name: str) -> str:
+    """`name` as a logging level name; SystemExit naming SCAIL_LOG_LEVEL when it is none."""
+    level = name.strip().upper()
+    if not isinstance(logging.getLevelName(level), int):
+        raise SystemExit(f"environment variable SCAIL_LOG_LEVEL={name!r} must be DEBUG, INFO, WARNING or ERROR")
+    return level
+
+
 def main() -> None:
     logging.basicConfig(
-        level=os.environ.get("SCAIL_LOG_LEVEL", "INFO").upper(),
+        level=log_level(os.environ.get("SCAIL_LOG_LEVEL", "INFO")),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )

@@ -25,7 +25,7 @@
 | `SCAIL_PROGRESS_INTERVAL_S` | `2` | least time between two progress updates |
 | `SCAIL_OUTPUT_DIR` | `./outputs` | where videos go when no bucket is configured (local demo) |
 | `SCAIL_SELF_TEST` | `0` | `1`: build the tiny volume in a temp dir and serve from it (RunPod Hub tests) |
-| `SCAIL_LOG_LEVEL` | `INFO` | log level of the worker's own loggers (read by `runpod_handler.py`) |
+| `SCAIL_LOG_LEVEL` | `INFO` | log level of the process (read by `runpod_handler.py`) |
 """
 
 from __future__ import annotations
