@@ -9,7 +9,6 @@ PY := $(VENV)/bin/python
 # Reinstalled whenever a requirements file changes.
 INSTALLED := $(VENV)/.installed
 # Pinned so installs behave the same everywhere (25.3 also applies this machine's torch cap in build environments).
-# -qq: pip warns about every missing local index folder of the machine's pip config; errors still show.
 PIP_VERSION := 25.3
 
 VOLUME := build/volume
@@ -26,6 +25,7 @@ help:
 	@echo "make lint   ruff, hadolint and actionlint (as CI runs them)"
 	@echo "make clean  remove build/ and $(OUTPUTS)/ (keeps $(VENV))"
 
+# -qq: pip warns about every missing local index folder of the machine's pip config; errors still show.
 $(INSTALLED): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -qq --disable-pip-version-check pip==$(PIP_VERSION)
