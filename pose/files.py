@@ -57,15 +57,16 @@ def check_onnx_file(path: Path, io: dict[str, dict[str, tuple[int, ...]]], *, by
                 raise VolumeFileError(path, f"{kind[:-1]} {name!r} has shape {list(dims)}, expected [N, {', '.join(map(str, tail))}]")
 
 
-def check_nlf_meta(path: Path) -> None:
-    """VolumeFileError unless the NLF meta json parses and carries the crop-model config."""
+def read_nlf_meta(path: Path) -> dict:
+    """The NLF meta json; VolumeFileError unless it parses to an object carrying the `crop_model` config."""
     require_file(path)
     try:
         meta = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise VolumeFileError(path, f"unreadable json ({exc})") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("crop_model"), dict):
-        raise VolumeFileError(path, "no 'crop_model' section; not an NLF eager meta file")
+        raise VolumeFileError(path, "no 'crop_model' object; not an NLF eager meta file")
+    return meta
 
 
 def _check(root: Path, name: str, check) -> FileCheck:
@@ -85,7 +86,7 @@ def check_pose_files(root: Path, *, multi_person: bool = True) -> list[FileCheck
         _check(root, YOLOX_FILE, lambda p: check_onnx_file(p, YOLOX_IO, by_position=True)),
         _check(root, DWPOSE_FILE, lambda p: check_onnx_file(p, DWPOSE_IO)),
         _check(root, NLF_WEIGHTS_FILE, read_safetensors_header),
-        _check(root, NLF_META_FILE, check_nlf_meta),
+        _check(root, NLF_META_FILE, read_nlf_meta),
     ]
     if multi_person:
         checks += [_check(root, SAM_FILE, read_safetensors_header), _check(root, MATANYONE_FILE, read_safetensors_header)]

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import torch
 
 from common.errors import VolumeFileError
-from common.files import load_safetensors_sequential, require_file
+from common.files import load_safetensors_sequential
+from pose.files import read_nlf_meta
 from pose.nlf.backbone import build_features
 from pose.nlf.config import NLFConfig
 from pose.nlf.field import WeightField
@@ -23,18 +23,6 @@ FEATURES_PREFIX = "crop_model.backbone.1."
 FIELD_PREFIX = "crop_model.heatmap_head.weight_field."
 CANONICAL_KEY = "__meta_cano_all_smpl"
 HEAD_CONV_KEY = "crop_model.heatmap_head.layer.0.weight"
-
-
-def read_meta(path: Path) -> dict:
-    """The meta json as a dict; VolumeFileError when missing or not a JSON object."""
-    require_file(path)
-    try:
-        meta = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise VolumeFileError(path, f"unreadable meta json ({exc})") from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("crop_model", {}), dict):
-        raise VolumeFileError(path, "meta json must be an object with a `crop_model` object")
-    return meta
 
 
 def _strip(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -85,7 +73,7 @@ def _crop_state(model: CropModel, state: dict[str, torch.Tensor], path: Path) ->
 def load_nlf(weights: Path, meta: Path, device: torch.device, *, double_linear_light: bool = False) -> NLFModel:
     """NLFModel on `device`: backbone and head conv in fp16 on CUDA (fp32 on CPU), weight field in fp32."""
     weights, meta = Path(weights), Path(meta)
-    config = NLFConfig.from_meta(read_meta(meta))
+    config = NLFConfig.from_meta(read_nlf_meta(meta))
     state, _ = load_safetensors_sequential(weights)
     if CANONICAL_KEY not in state:
         raise VolumeFileError(weights, f"missing key {CANONICAL_KEY!r} (canonical SMPL points)")
