@@ -4,35 +4,27 @@ from __future__ import annotations
 
 import math
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from common.errors import VolumeFileError
-from tools.volume.encoder_files import CLIP_FILE, VAE_FILE, write_encoder_files
+from tools.volume.encoder_files import CLIP_FILE, VAE_FILE
 from wan2gp_integration.clip import MEAN, STD, ClipVisionEncoder
 
 CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("encoders")
-    write_encoder_files(root, "tiny")
-    return root
-
-
-@pytest.fixture(scope="module")
-def wan(root) -> dict[str, torch.Tensor]:
-    state = torch.load(root / CLIP_FILE, map_location="cpu", weights_only=True)
+def wan(generator_root) -> dict[str, torch.Tensor]:
+    state = torch.load(generator_root / CLIP_FILE, map_location="cpu", weights_only=True)
     return {k: v.float() for k, v in state.items()}
 
 
 @pytest.fixture(scope="module")
-def encoder(root) -> ClipVisionEncoder:
-    return ClipVisionEncoder.from_file(root / CLIP_FILE, CPU, torch.float32)
+def encoder(generator_root) -> ClipVisionEncoder:
+    return ClipVisionEncoder.from_file(generator_root / CLIP_FILE, CPU, torch.float32)
 
 
 def wan_visual(wan: dict[str, torch.Tensor], pixels: torch.Tensor, num_blocks: int) -> torch.Tensor:
@@ -116,31 +108,31 @@ def test_missing_file_is_named(tmp_path):
         ClipVisionEncoder.from_file(tmp_path / CLIP_FILE, CPU, torch.float32)
 
 
-def test_truncated_file_is_refused(root, tmp_path):
-    data = (root / CLIP_FILE).read_bytes()
+def test_truncated_file_is_refused(generator_root, tmp_path):
+    data = (generator_root / CLIP_FILE).read_bytes()
     (tmp_path / CLIP_FILE).write_bytes(data[:1000])
     with pytest.raises(VolumeFileError, match="not a torch .pth archive"):
         ClipVisionEncoder.from_file(tmp_path / CLIP_FILE, CPU, torch.float32)
 
 
-def test_missing_block_tensor_is_named(root, tmp_path):
-    state = torch.load(root / CLIP_FILE, weights_only=True)
+def test_missing_block_tensor_is_named(generator_root, tmp_path):
+    state = torch.load(generator_root / CLIP_FILE, weights_only=True)
     del state["visual.transformer.0.attn.to_qkv.bias"]
     torch.save(state, tmp_path / CLIP_FILE)
     with pytest.raises(VolumeFileError, match="missing keys: visual.transformer.0.attn.to_qkv.bias"):
         ClipVisionEncoder.from_file(tmp_path / CLIP_FILE, CPU, torch.float32)
 
 
-def test_wrong_shape_is_named(root, tmp_path):
-    state = torch.load(root / CLIP_FILE, weights_only=True)
+def test_wrong_shape_is_named(generator_root, tmp_path):
+    state = torch.load(generator_root / CLIP_FILE, weights_only=True)
     state["visual.transformer.1.mlp.2.weight"] = state["visual.transformer.1.mlp.2.weight"][:, :10].clone()
     torch.save(state, tmp_path / CLIP_FILE)
     with pytest.raises(VolumeFileError, match="visual.transformer.1.mlp.2.weight has shape"):
         ClipVisionEncoder.from_file(tmp_path / CLIP_FILE, CPU, torch.float32)
 
 
-def test_another_checkpoint_is_refused(root, tmp_path):
-    shutil.copy(root / VAE_FILE, tmp_path / CLIP_FILE)
+def test_another_checkpoint_is_refused(generator_root, tmp_path):
+    shutil.copy(generator_root / VAE_FILE, tmp_path / CLIP_FILE)
     with pytest.raises(VolumeFileError, match="missing keys: visual"):
         ClipVisionEncoder.from_file(tmp_path / CLIP_FILE, CPU, torch.float32)
 

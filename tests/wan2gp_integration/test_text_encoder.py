@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import math
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from common.errors import VolumeFileError
-from tools.volume.encoder_files import UMT5_DIR, UMT5_FILE, write_encoder_files
+from tools.volume.encoder_files import UMT5_DIR, UMT5_FILE
 from wan2gp_integration.text_encoder import TEXT_LEN, TextEncoder, UMT5EncoderConfig, clean_prompt
 
 CPU = torch.device("cpu")
@@ -19,21 +18,14 @@ LONG_PROMPT = " ".join(["a woman in a red dress dances slowly on a bright stage,
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("encoders")
-    write_encoder_files(root, "tiny")
-    return root
-
-
-@pytest.fixture(scope="module")
-def wan(root) -> dict[str, torch.Tensor]:
-    state = torch.load(root / UMT5_FILE, map_location="cpu", weights_only=True)
+def wan(generator_root) -> dict[str, torch.Tensor]:
+    state = torch.load(generator_root / UMT5_FILE, map_location="cpu", weights_only=True)
     return {k: v.float() for k, v in state.items()}
 
 
 @pytest.fixture(scope="module")
-def encoder(root) -> TextEncoder:
-    return TextEncoder.from_files(root / UMT5_FILE, root / UMT5_DIR, CPU, torch.float32)
+def encoder(generator_root) -> TextEncoder:
+    return TextEncoder.from_files(generator_root / UMT5_FILE, generator_root / UMT5_DIR, CPU, torch.float32)
 
 
 def t5_buckets(length: int, num_buckets: int = 32, max_distance: int = 128) -> torch.Tensor:
@@ -132,35 +124,35 @@ def test_prompt_cleaning_repairs_unescapes_and_collapses_whitespace():
     assert clean_prompt("  caf\u00c3\u00a9 &amp;amp; bar\n\t dance  ") == "café & bar dance"
 
 
-def test_missing_weights_are_named(root, tmp_path):
+def test_missing_weights_are_named(generator_root, tmp_path):
     with pytest.raises(VolumeFileError, match="models_t5_umt5-xxl-enc-bf16.pth: missing"):
-        TextEncoder.from_files(tmp_path / "models_t5_umt5-xxl-enc-bf16.pth", root / UMT5_DIR, CPU, torch.float32)
+        TextEncoder.from_files(tmp_path / "models_t5_umt5-xxl-enc-bf16.pth", generator_root / UMT5_DIR, CPU, torch.float32)
 
 
-def test_truncated_weights_are_refused(root, tmp_path):
-    data = (root / UMT5_FILE).read_bytes()
+def test_truncated_weights_are_refused(generator_root, tmp_path):
+    data = (generator_root / UMT5_FILE).read_bytes()
     (tmp_path / "enc.pth").write_bytes(data[: len(data) // 3])
     with pytest.raises(VolumeFileError, match="enc.pth"):
-        TextEncoder.from_files(tmp_path / "enc.pth", root / UMT5_DIR, CPU, torch.float32)
+        TextEncoder.from_files(tmp_path / "enc.pth", generator_root / UMT5_DIR, CPU, torch.float32)
 
 
-def test_missing_block_tensor_is_named(root, tmp_path):
-    state = torch.load(root / UMT5_FILE, weights_only=True)
+def test_missing_block_tensor_is_named(generator_root, tmp_path):
+    state = torch.load(generator_root / UMT5_FILE, weights_only=True)
     del state["blocks.1.pos_embedding.embedding.weight"]
     torch.save(state, tmp_path / "enc.pth")
     with pytest.raises(VolumeFileError, match="missing keys: blocks.1.pos_embedding.embedding.weight"):
-        TextEncoder.from_files(tmp_path / "enc.pth", root / UMT5_DIR, CPU, torch.float32)
+        TextEncoder.from_files(tmp_path / "enc.pth", generator_root / UMT5_DIR, CPU, torch.float32)
 
 
-def test_missing_tokenizer_folder_is_named(root, tmp_path):
+def test_missing_tokenizer_folder_is_named(generator_root, tmp_path):
     with pytest.raises(VolumeFileError, match="spiece.model: missing"):
-        TextEncoder.from_files(root / UMT5_FILE, tmp_path / "umt5-xxl", CPU, torch.float32)
+        TextEncoder.from_files(generator_root / UMT5_FILE, tmp_path / "umt5-xxl", CPU, torch.float32)
 
 
-def test_tokenizer_larger_than_the_embedding_is_refused(root, tmp_path):
+def test_tokenizer_larger_than_the_embedding_is_refused(generator_root, tmp_path):
     small = UMT5EncoderConfig(vocab=100, dim=128, dim_attn=128, dim_ffn=320, num_heads=2, num_layers=1, num_buckets=32)
     torch.save({k: torch.zeros(s) for k, s in small.wan_shapes().items()}, tmp_path / "enc.pth")
-    shutil.copytree(root / UMT5_DIR, tmp_path / "tok", ignore=shutil.ignore_patterns("*.pth"))
+    shutil.copytree(generator_root / UMT5_DIR, tmp_path / "tok", ignore=shutil.ignore_patterns("*.pth"))
     with pytest.raises(VolumeFileError, match="512 tokens but enc.pth embeds 100"):
         TextEncoder.from_files(tmp_path / "enc.pth", tmp_path / "tok", CPU, torch.float32)
 

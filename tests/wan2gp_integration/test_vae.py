@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,30 +11,23 @@ from diffusers import AutoencoderKLWan
 from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
 
 from common.errors import VolumeFileError
-from tools.volume.encoder_files import VAE_FILE, write_encoder_files
+from tools.volume.encoder_files import VAE_FILE
 from wan2gp_integration.vae import LATENTS_MEAN, LATENTS_STD, VAEConfig, WanVAE, wan_vae_keys
 
 CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("encoders")
-    write_encoder_files(root, "tiny")
-    return root
-
-
-@pytest.fixture(scope="module")
-def vae(root) -> WanVAE:
-    return WanVAE.from_file(root / VAE_FILE, CPU, torch.float32)
+def vae(generator_root) -> WanVAE:
+    return WanVAE.from_file(generator_root / VAE_FILE, CPU, torch.float32)
 
 
 def _stats(values) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.float32).view(1, -1, 1, 1, 1)
 
 
-def test_every_wan_tensor_lands_in_the_diffusers_module(root, vae):
-    wan = torch.load(root / VAE_FILE, map_location="cpu", weights_only=True)
+def test_every_wan_tensor_lands_in_the_diffusers_module(generator_root, vae):
+    wan = torch.load(generator_root / VAE_FILE, map_location="cpu", weights_only=True)
     module = vae.model.state_dict()
     landed = convert_wan_vae_to_diffusers({key: key for key in wan})
     assert set(landed) == set(module) and len(landed) == len(wan)
@@ -111,23 +103,23 @@ def test_missing_file_is_named(tmp_path):
         WanVAE.from_file(tmp_path / VAE_FILE, CPU, torch.float32)
 
 
-def test_truncated_file_is_refused(root, tmp_path):
-    data = (root / VAE_FILE).read_bytes()
+def test_truncated_file_is_refused(generator_root, tmp_path):
+    data = (generator_root / VAE_FILE).read_bytes()
     (tmp_path / VAE_FILE).write_bytes(data[: len(data) // 2])
     with pytest.raises(VolumeFileError, match="Wan2.1_VAE.pth"):
         WanVAE.from_file(tmp_path / VAE_FILE, CPU, torch.float32)
 
 
-def test_missing_keys_are_named(root, tmp_path):
-    state = torch.load(root / VAE_FILE, weights_only=True)
+def test_missing_keys_are_named(generator_root, tmp_path):
+    state = torch.load(generator_root / VAE_FILE, weights_only=True)
     del state["decoder.upsamples.7.time_conv.weight"]
     torch.save(state, tmp_path / VAE_FILE)
     with pytest.raises(VolumeFileError, match="missing keys: decoder.upsamples.7.time_conv.weight"):
         WanVAE.from_file(tmp_path / VAE_FILE, CPU, torch.float32)
 
 
-def test_another_checkpoint_is_refused(root, tmp_path):
-    shutil.copy(root / "umt5-xxl" / "models_t5_umt5-xxl-enc-bf16.pth", tmp_path / VAE_FILE)
+def test_another_checkpoint_is_refused(generator_root, tmp_path):
+    shutil.copy(generator_root / "umt5-xxl" / "models_t5_umt5-xxl-enc-bf16.pth", tmp_path / VAE_FILE)
     with pytest.raises(VolumeFileError, match="missing keys: conv2.weight, encoder.conv1.weight"):
         WanVAE.from_file(tmp_path / VAE_FILE, CPU, torch.float32)
 
