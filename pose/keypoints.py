@@ -35,10 +35,10 @@ class PoseKeypoints:
     def num_persons(self) -> int:
         return len(self.body)
 
-    def person(self, index: int) -> PoseKeypoints:
-        """The keypoints of one person as a one-person PoseKeypoints."""
-        sl = slice(index, index + 1)
-        return PoseKeypoints(*(getattr(self, f)[sl] for f in self.__dataclass_fields__))
+    @classmethod
+    def concatenate(cls, poses: list[PoseKeypoints]) -> PoseKeypoints:
+        """The persons of several PoseKeypoints, in order, as one."""
+        return cls(*(np.concatenate([getattr(p, f) for p in poses]) for f in cls.__dataclass_fields__))
 
     @classmethod
     def empty(cls, count: int = 0) -> PoseKeypoints:

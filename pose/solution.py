@@ -190,7 +190,6 @@ class PoseVideoMaker:
         video = self.renderer.render(smpl_to_openpose(joints), person_palettes(len(chosen)), camera, width, height)
         video = video.cpu().numpy()
         for t in range(len(frames)):
-            merged = PoseKeypoints(*(np.concatenate([getattr(k[t], f) for k in keypoints])
-                                     for f in PoseKeypoints.__dataclass_fields__))  # fmt: skip
+            merged = PoseKeypoints.concatenate([person_keypoints[t] for person_keypoints in keypoints])
             compose(video[t], draw_overlay(merged, width, height))
         return video

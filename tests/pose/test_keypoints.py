@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pose.keypoints import to_openpose
+from pose.keypoints import PoseKeypoints, to_openpose
 
 W, H = 200, 100
 
@@ -66,3 +66,11 @@ def test_scores_travel_with_their_points():
     pose = to_openpose(points, scores, W, H)
     assert pose.body_scores[0, 3] == np.float32(0.1)
     assert pose.hand_scores[0, 1, 8] == np.float32(0.2)
+
+
+def test_concatenate_keeps_each_persons_points_in_order():
+    first, second = PoseKeypoints.empty(1), PoseKeypoints.empty(2)
+    second.body[:] = 0.5
+    merged = PoseKeypoints.concatenate([first, second])
+    assert merged.num_persons == 3
+    assert (merged.body[0] == 0).all() and (merged.body[1:] == 0.5).all()
