@@ -45,6 +45,7 @@ GENERATOR_FILES: dict[str, Callable[[Path], object]] = {
 
 
 def _size(path: Path) -> int | None:
+    """Bytes of a file, or of a folder's files without the umT5 weights (reported on their own); None if absent."""
     if path.is_file():
         return path.stat().st_size
     if path.is_dir():
