@@ -107,7 +107,7 @@ def profile_options(profile_no: int, *, compile: bool = False, pin_memory: bool 
 
 
 def setup_offload(modules: dict[str, nn.Module], profile_no: int, *, compile: bool = False,
-                  pin_memory: bool | None = None):  # fmt: skip
+                  pin_memory: bool | None = None) -> object:  # fmt: skip
     """Hand `modules` ("transformer", "text_encoder", "vae", ...) to mmgp under `profile_no`; returns mmgp's handle.
 
     Keep the handle alive as long as the modules are used. mmgp leaves torch's default device set to
