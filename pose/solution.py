@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 MAX_PERSONS = 5
 MAX_FRAMES = 1024
-# Body points SAM is prompted with when visible (OpenPose slots): nose, neck, eyes.
+# Body points SAM is prompted with when visible (OpenPose slots): nose, neck, eyes; else the box centre.
 SAM_PROMPT_POINTS = [0, 1, 14, 15]
 
 
@@ -174,7 +174,8 @@ class PoseVideoMaker:
             log.warning("num_persons=%d but only %d persons found in frame 0", num_persons, len(chosen))
         body = first.keypoints[0].body[chosen] * [width, height]
         shown = first.keypoints[0].body_scores[chosen][:, SAM_PROMPT_POINTS] >= VALID_SCORE
-        points = [b[SAM_PROMPT_POINTS][s] for b, s in zip(body, shown, strict=True)]
+        centres = (boxes0[chosen, :2] + boxes0[chosen, 2:]) / 2
+        points = [b[SAM_PROMPT_POINTS][s] if s.any() else c[None] for b, s, c in zip(body, shown, centres, strict=True)]
         from pose.multi import composite_person, segment_persons
 
         alpha = segment_persons(frames, boxes0[chosen], points, self.masks.segmenter, matting=self.masks.matting)

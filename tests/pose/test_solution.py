@@ -11,12 +11,13 @@ import torch
 
 from common.errors import InputError
 from pose.alignment import Camera
+from pose.estimator import WholeBodyEstimator
 from pose.files import YOLOX_FILE
 from pose.overlay import BODY_POINT_COLOURS
 from pose.solution import PoseVideoMaker, box_on_alpha
 from tests.pose.skeletons import standing_smpl
 from tools.make_demo_inputs import driving_frames, reference_image
-from tools.volume.pose_files import write_pose_files, yolox_model
+from tools.volume.pose_files import dwpose_model, standing_wholebody, write_pose_files, yolox_model
 
 H, W = 224, 160
 CPU = torch.device("cpu")
@@ -165,6 +166,37 @@ def test_each_person_is_posed_from_the_box_on_its_own_matte(maker, inputs, monke
     double.render(frames, reference, num_persons=2)
     for person, person_boxes in enumerate(nlf.boxes):
         assert all(np.array_equal(b, TwoPersonDetector.boxes[person : person + 1]) for b in person_boxes)
+
+
+def _prompted_points(maker, frames, reference, monkeypatch) -> list[np.ndarray]:
+    """The SAM prompt points render_multi passes for the two persons of TwoPersonDetector."""
+    import pose.multi
+
+    seen = []
+
+    def planted(frames, boxes, points, segmenter, matting=None):
+        seen.extend(points)
+        return np.ones((len(boxes), *frames.shape[:3]), np.float32)
+
+    monkeypatch.setattr(pose.multi, "segment_persons", planted)
+    masks = SimpleNamespace(segmenter=None, matting=None)
+    PoseVideoMaker(TwoPersonDetector(), maker.estimator, StandingNLF(), maker.renderer, masks).render(
+        frames, reference, num_persons=2)
+    return seen
+
+
+def test_sam_is_prompted_at_the_box_centre_when_no_head_point_is_visible(maker, inputs, tmp_path, monkeypatch):
+    unsure = tmp_path / "unsure.onnx"
+    onnx.save(dwpose_model(standing_wholebody(), np.full(133, 0.1, np.float32)), unsure)
+    double = PoseVideoMaker(maker.detector, WholeBodyEstimator.from_file(unsure, CPU), maker.nlf, maker.renderer)
+    points = _prompted_points(double, *inputs, monkeypatch)
+    boxes = TwoPersonDetector.boxes
+    assert np.allclose(np.concatenate(points), (boxes[:, :2] + boxes[:, 2:]) / 2)
+
+
+def test_sam_is_prompted_at_the_visible_nose_neck_and_eyes(maker, inputs, monkeypatch):
+    points = _prompted_points(maker, *inputs, monkeypatch)
+    assert [len(p) for p in points] == [4, 4]
 
 
 def test_multi_person_volume_loads_matanyone_for_the_propagation(tmp_path):
