@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,21 +19,14 @@ from pose.multi import load_multi, segment_persons
 from pose.multi.matanyone import MatAnyone, MatAnyoneConfig, load_matanyone, propagate_masks
 from pose.multi.matanyone.inference import PropagationSession, pad_amounts, stagger_steps, unpad
 from pose.multi.matanyone.memory import similarity, top_k_softmax
-from tools.volume.mask_files import MATANYONE_CONFIGS, write_mask_files
+from tools.volume.mask_files import MATANYONE_CONFIGS
 
 CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="session")
-def tiny_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("matanyone")
-    write_mask_files(root, "tiny")
-    return root
-
-
-@pytest.fixture(scope="session")
-def model(tiny_root) -> MatAnyone:
-    return load_matanyone(tiny_root / MATANYONE_FILE, CPU)
+def model(mask_root) -> MatAnyone:
+    return load_matanyone(mask_root / MATANYONE_FILE, CPU)
 
 
 @pytest.fixture(scope="session")
@@ -83,8 +75,8 @@ def test_encoders_are_torchvision_resnet50_and_4_channel_resnet18_trunks(full_ke
                    for k in full_keys)  # fmt: skip
 
 
-def test_tiny_file_keeps_every_key_name_with_smaller_tensors(tiny_root, full_keys):
-    state = load_file(str(tiny_root / MATANYONE_FILE))
+def test_tiny_file_keeps_every_key_name_with_smaller_tensors(mask_root, full_keys):
+    state = load_file(str(mask_root / MATANYONE_FILE))
     assert set(state) == set(full_keys)
     assert all(v.dtype in (torch.float32, torch.int64) for v in state.values())
     assert sum(v.numel() for v in state.values()) < 2_000_000
@@ -97,8 +89,8 @@ def test_loader_reads_the_sizes_from_the_tensors(model):
     assert not model.training
 
 
-def test_config_json_beside_the_file_sets_heads_and_memory(tiny_root, tmp_path):
-    (tmp_path / "model.safetensors").write_bytes((tiny_root / MATANYONE_FILE).read_bytes())
+def test_config_json_beside_the_file_sets_heads_and_memory(mask_root, tmp_path):
+    (tmp_path / "model.safetensors").write_bytes((mask_root / MATANYONE_FILE).read_bytes())
     (tmp_path / "config.json").write_text(json.dumps({"mem_every": 3, "top_k": 12,
                                                       "model": {"object_transformer": {"num_heads": 4}}}))
     loaded = load_matanyone(tmp_path / "model.safetensors", CPU)
@@ -106,23 +98,23 @@ def test_config_json_beside_the_file_sets_heads_and_memory(tiny_root, tmp_path):
     assert loaded.object_transformer.blocks[0].self_attn.self_attn.num_heads == 4
 
 
-def test_long_term_memory_config_is_refused_with_the_file_named(tiny_root, tmp_path):
-    (tmp_path / "model.safetensors").write_bytes((tiny_root / MATANYONE_FILE).read_bytes())
+def test_long_term_memory_config_is_refused_with_the_file_named(mask_root, tmp_path):
+    (tmp_path / "model.safetensors").write_bytes((mask_root / MATANYONE_FILE).read_bytes())
     (tmp_path / "config.json").write_text(json.dumps({"use_long_term": True}))
     with pytest.raises(VolumeFileError, match="config.json.*use_long_term"):
         load_matanyone(tmp_path / "model.safetensors", CPU)
 
 
-def test_missing_tensor_is_named_with_the_file(tiny_root, tmp_path):
-    state = load_file(str(tiny_root / MATANYONE_FILE))
+def test_missing_tensor_is_named_with_the_file(mask_root, tmp_path):
+    state = load_file(str(mask_root / MATANYONE_FILE))
     wrong = tmp_path / "no_decoder.safetensors"
     save_file({k: v for k, v in state.items() if not k.startswith("mask_decoder.")}, str(wrong))
     with pytest.raises(VolumeFileError, match="(?s)no_decoder.safetensors.*mask_decoder"):
         load_matanyone(wrong, CPU)
 
 
-def test_wrong_tensor_shape_is_named_with_the_file(tiny_root, tmp_path):
-    state = load_file(str(tiny_root / MATANYONE_FILE))
+def test_wrong_tensor_shape_is_named_with_the_file(mask_root, tmp_path):
+    state = load_file(str(mask_root / MATANYONE_FILE))
     state["temp_sparity.conv3x3.weight"] = torch.zeros(32, 64, 1, 1)
     wrong = tmp_path / "bad_shape.safetensors"
     save_file(state, str(wrong))
@@ -291,8 +283,8 @@ def _bright(image: np.ndarray, box: np.ndarray) -> np.ndarray:
     return segmenter.segment(box)
 
 
-def test_load_multi_composites_each_person_from_the_volume(tiny_root):
-    models = load_multi(tiny_root, CPU)
+def test_load_multi_composites_each_person_from_the_volume(mask_root):
+    models = load_multi(mask_root, CPU)
     assert isinstance(models.matting, MatAnyone)
     video, _ = clip(frames=2, height=48, width=64)
     out = models.composite_persons(video, np.array([[4.0, 4, 30, 44], [34, 4, 60, 44]]), [np.zeros((0, 2))] * 2)

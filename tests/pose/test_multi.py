@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -14,16 +12,8 @@ from common.errors import VolumeFileError
 from pose.files import MATANYONE_FILE, SAM_FILE
 from pose.multi import MaskModels, composite_person, load_sam, segment_persons
 from pose.multi.propagation import BACKGROUND_RGB
-from tools.volume.mask_files import write_mask_files
 
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(scope="session")
-def mask_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("mask")
-    write_mask_files(root, "tiny")
-    return root
 
 
 @pytest.fixture(scope="session")
