@@ -85,9 +85,3 @@ def choose_num_frames(available: int, requested: int | None) -> int:
     if available < MIN_FRAMES:
         raise InputError(f"pose_video has {available} frames at the job's fps; at least {MIN_FRAMES} are needed")
     return min(MAX_FRAMES, (available - 1) // 4 * 4 + 1)
-
-
-def select_driving_frames(frames: np.ndarray, src_fps: float, dst_fps: float, requested: int | None) -> np.ndarray:
-    """Resample the decoded driving video to the job's fps and keep the first `choose_num_frames(...)` frames."""
-    resampled = resample_frames(frames, src_fps, dst_fps)
-    return resampled[: choose_num_frames(len(resampled), requested)]

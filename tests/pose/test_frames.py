@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from common.errors import InputError
-from pose.frames import choose_num_frames, fit_to_canvas, resample_frames, select_driving_frames
+from pose.frames import choose_num_frames, fit_to_canvas, resample_frames
 
 
 def _striped(height: int, width: int) -> np.ndarray:
@@ -85,9 +85,3 @@ def test_choose_num_frames_refuses_counts_that_are_not_4n_plus_1_in_range(reques
 def test_choose_num_frames_refuses_a_video_shorter_than_5_frames():
     with pytest.raises(InputError, match="has 3 frames"):
         choose_num_frames(3, None)
-
-
-def test_select_driving_frames_resamples_then_cuts():
-    frames = np.arange(60)[:, None, None, None] * np.ones((1, 2, 2, 3), np.uint8)
-    out = select_driving_frames(frames, 30, 15, None)  # 30 frames at 15 fps -> 29
-    assert len(out) == 29 and out[1, 0, 0, 0] == 2
