@@ -11,12 +11,13 @@ import math
 import torch
 import torch.nn.functional as F
 
-FOV_DEGREES = 55.0
+from pose.alignment import FOV_DEGREES
 
 
-def intrinsics_from_fov(height: int, width: int, fov_degrees: float = FOV_DEGREES) -> torch.Tensor:
-    """K [3, 3] with the field of view on the longer side and the principal point at the pixel centre."""
-    focal = max(height, width) / (2.0 * math.tan(math.radians(fov_degrees) / 2.0))
+def intrinsics_from_fov(height: int, width: int) -> torch.Tensor:
+    """K [3, 3] with the field of view (FOV_DEGREES) on the longer side and the principal point at the pixel
+    centre ((W-1)/2, (H-1)/2, NLF's convention; the renderer's camera uses (W/2, H/2))."""
+    focal = max(height, width) / (2.0 * math.tan(math.radians(FOV_DEGREES) / 2.0))
     return torch.tensor([[focal, 0.0, (width - 1) / 2.0], [0.0, focal, (height - 1) / 2.0], [0.0, 0.0, 1.0]])
 
 
