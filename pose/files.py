@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 from common.errors import VolumeFileError
@@ -18,6 +19,12 @@ MATANYONE_FILE = "mask/model.safetensors"
 # name -> {tensor name: trailing dims that must match}; leading (batch) dims may be symbolic.
 YOLOX_IO = {"inputs": {"images": (3, 640, 640)}, "outputs": {"output": (8400, 85)}}
 DWPOSE_IO = {"inputs": {"input": (3, 384, 288)}, "outputs": {"simcc_x": (133, 576), "simcc_y": (133, 768)}}
+
+
+def count_children(keys: Iterable[str], prefix: str) -> int:
+    """How many distinct names follow `prefix` (ending in '.') among `keys`: the layers of a stage, the blocks of
+    an encoder."""
+    return len({key[len(prefix) :].split(".")[0] for key in keys if key.startswith(prefix)})
 
 
 def _dims(value_info) -> tuple[int | str, ...]:

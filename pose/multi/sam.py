@@ -18,6 +18,7 @@ from segment_anything.modeling import Sam
 
 from common.errors import VolumeFileError
 from common.files import load_safetensors_sequential
+from pose.files import count_children
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ WINDOW_SIZE = 14  # SAM's windowed blocks: relative-position tables of 2 * 14 - 
 def _encoder_shape(state: dict[str, torch.Tensor]) -> tuple[int, int, int, list[int]]:
     """(embed dim, depth, heads, global-attention block indexes) of the image encoder in `state`."""
     embed_dim = state[f"{ENCODER}patch_embed.proj.weight"].shape[0]
-    depth = len({k.split(".")[2] for k in state if k.startswith(f"{ENCODER}blocks.")})
+    depth = count_children(state, f"{ENCODER}blocks.")
     head_dim = state[f"{ENCODER}blocks.0.attn.rel_pos_h"].shape[1]
     global_blocks = [i for i in range(depth)
                      if state[f"{ENCODER}blocks.{i}.attn.rel_pos_h"].shape[0] != 2 * WINDOW_SIZE - 1]

@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.efficientnet import EfficientNet, FusedMBConvConfig, MBConvConfig
 
+from pose.files import count_children
+
 # EfficientNetV2 stage strides (features.1 .. features.7); the same for -S, -M and -L.
 STAGE_STRIDES = (1, 2, 2, 2, 1, 2, 1)
 # Stages 1-3 are FusedMBConv, 4-7 MBConv with squeeze-excitation.
@@ -38,7 +40,7 @@ class CenteredStrideConv2d(nn.Conv2d):
 def _stage_setting(state: dict[str, torch.Tensor], stage: int) -> FusedMBConvConfig | MBConvConfig:
     """The block config of stage `<stage>` (torchvision `features[stage]`) read from its tensors."""
     prefix = f"{stage}."
-    n_layers = len({key[len(prefix) :].split(".")[0] for key in state if key.startswith(prefix)})
+    n_layers = count_children(state, prefix)
     first = f"{prefix}0.block."
     stride = STAGE_STRIDES[stage - 1]
     if stage <= FUSED_STAGES:

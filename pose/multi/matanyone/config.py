@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from common.errors import VolumeFileError
+from pose.files import count_children
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -109,18 +110,11 @@ def config_from_json(path: Path) -> MatAnyoneConfig:
     return replace(MatAnyoneConfig(), **updates)
 
 
-def _block_counts(state: dict[str, torch.Tensor], prefix: str, stages: tuple[str, str, str]) -> tuple[int, int, int]:
-    counts = []
-    for stage in stages:
-        head = f"{prefix}.{stage}."
-        counts.append(len({k[len(head) :].split(".")[0] for k in state if k.startswith(head)}))
-    return tuple(counts)
-
-
 def _trunk(state: dict[str, torch.Tensor], prefix: str, stages: tuple[str, str, str]) -> TrunkShape:
     stem = state[f"{prefix}.conv1.weight"]
     bottleneck = f"{prefix}.{stages[0]}.0.conv3.weight" in state
-    return TrunkShape(stem.shape[0], _block_counts(state, prefix, stages), bottleneck, in_channels=stem.shape[1])
+    blocks = tuple(count_children(state, f"{prefix}.{stage}.") for stage in stages)
+    return TrunkShape(stem.shape[0], blocks, bottleneck, in_channels=stem.shape[1])
 
 
 def config_from_state(state: dict[str, torch.Tensor], base: MatAnyoneConfig | None = None) -> MatAnyoneConfig:
@@ -144,7 +138,7 @@ def config_from_state(state: dict[str, torch.Tensor], base: MatAnyoneConfig | No
         embed_dim=state[f"{ot}.query_init.weight"].shape[1],
         pixel_encoder=_trunk(state, "pixel_encoder", ("res2", "layer2", "layer3")),
         mask_encoder=_trunk(state, "mask_encoder", ("layer1", "layer2", "layer3")),
-        num_blocks=len({k.split(".")[2] for k in state if k.startswith(f"{ot}.blocks.")}),
+        num_blocks=count_children(state, f"{ot}.blocks."),
         num_queries=state[f"{ot}.query_init.weight"].shape[0],
         ff_dim=state[f"{ot}.blocks.0.ffn.linear1.weight"].shape[0],
         num_summaries=state["object_summarizer.weights_pred.2.weight"].shape[0],
