@@ -19,13 +19,6 @@ E4M3 = torch.float8_e4m3fn
 E4M3_MAX = torch.finfo(E4M3).max  # 448
 
 
-def fp8_supported(device: torch.device | None = None) -> bool:
-    """True on CUDA devices with fp8 tensor cores (compute capability >= 8.9)."""
-    if not torch.cuda.is_available():
-        return False
-    return torch.cuda.get_device_capability(device) >= (8, 9)
-
-
 def dense_weight(linear: nn.Module) -> torch.Tensor:
     """The Linear's weight as a plain tensor, dequantising optimum-quanto weights."""
     weight = linear.weight
