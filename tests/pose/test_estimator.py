@@ -98,3 +98,15 @@ def test_the_crop_matches_rtmlib_top_down_affine():
     crop, _ = top_down_affine((288, 384), scale[0] / 1.0, centre[0], np.ascontiguousarray(image[..., ::-1]))
     theirs = ((crop.astype(np.float32) - [123.675, 116.28, 103.53]) / [58.395, 57.12, 57.375]).transpose(2, 0, 1)
     assert np.abs(ours - theirs).mean() < 0.02  # same geometry, up to float32 rounding of the affine
+
+
+def test_a_symbolic_batch_export_takes_all_boxes_in_one_run(tmp_path):
+    points, scores = _planted()
+    fixed, _ = _estimator(tmp_path, points, scores)
+    path = tmp_path / "dwpose_batched.onnx"
+    onnx.save(dwpose_model(points, scores, batch="N"), path)
+    batched = WholeBodyEstimator.from_file(path, torch.device("cpu"))
+    boxes = np.array([[200, 40, 360, 440], [20, 100, 180, 300], [400, 0, 600, 470]], np.float32)
+    assert batched.batched and not fixed.batched
+    for got, expected in zip(batched(_image(), boxes), fixed(_image(), boxes), strict=True):
+        np.testing.assert_array_equal(got, expected)

@@ -35,16 +35,23 @@ def _model(nodes, inputs, outputs, initializers) -> onnx.ModelProto:
     return model
 
 
-def constant_output_model(input_name: str, input_shape: tuple[int, ...], outputs: dict[str, np.ndarray]) -> onnx.ModelProto:
-    """A graph that answers the given float32 arrays whatever the input (which it still reads)."""
-    nodes = [helper.make_node("ReduceMean", [input_name], ["input_mean"], axes=list(range(len(input_shape))), keepdims=0),
+def constant_output_model(input_name: str, input_shape: tuple[int | str, ...],
+                          outputs: dict[str, np.ndarray]) -> onnx.ModelProto:  # fmt: skip
+    """A graph that answers the given float32 arrays (leading dim 1) whatever the input (which it still reads),
+    once per batch item; a str as the input's first dim makes the batch symbolic."""
+    batch = input_shape[0]
+    nodes = [helper.make_node("ReduceMean", [input_name], ["input_mean"], axes=list(range(1, len(input_shape))),
+                              keepdims=0),
              helper.make_node("Mul", ["input_mean", "zero"], ["nothing"])]  # fmt: skip
     initializers = [numpy_helper.from_array(np.zeros((), np.float32), "zero")]
     value_infos = []
     for name, array in outputs.items():
-        initializers.append(numpy_helper.from_array(np.asarray(array, np.float32), f"{name}_value"))
-        nodes.append(helper.make_node("Add", [f"{name}_value", "nothing"], [name]))
-        value_infos.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, list(np.shape(array))))
+        array = np.asarray(array, np.float32)
+        initializers.append(numpy_helper.from_array(array, f"{name}_value"))
+        initializers.append(numpy_helper.from_array(np.array([-1] + [1] * (array.ndim - 1), np.int64), f"{name}_rows"))
+        nodes.append(helper.make_node("Reshape", ["nothing", f"{name}_rows"], [f"{name}_nothing"]))
+        nodes.append(helper.make_node("Add", [f"{name}_value", f"{name}_nothing"], [name]))
+        value_infos.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [batch, *array.shape[1:]]))
     inputs = [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, list(input_shape))]
     return _model(nodes, inputs, value_infos, initializers)
 
@@ -81,10 +88,11 @@ def yolox_model(boxes_xyxy: np.ndarray, scores: np.ndarray) -> onnx.ModelProto:
     return constant_output_model("images", (1, 3, 640, 640), {"output": yolox_raw_output(boxes_xyxy, scores)})
 
 
-def dwpose_model(keypoints: np.ndarray, scores: np.ndarray) -> onnx.ModelProto:
-    """A DWPose stand-in answering fixed keypoints (133,2) in 288x384 input pixels."""
+def dwpose_model(keypoints: np.ndarray, scores: np.ndarray, batch: int | str = 1) -> onnx.ModelProto:
+    """A DWPose stand-in answering fixed keypoints (133,2) in 288x384 input pixels for each crop of the batch
+    (fixed 1 as in the released export, or a symbolic name)."""
     simcc_x, simcc_y = simcc_peaks(keypoints, scores)
-    return constant_output_model("input", DWPOSE_INPUT, {"simcc_x": simcc_x, "simcc_y": simcc_y})
+    return constant_output_model("input", (batch, *DWPOSE_INPUT[1:]), {"simcc_x": simcc_x, "simcc_y": simcc_y})
 
 
 def centred_person_yolox_model() -> onnx.ModelProto:
