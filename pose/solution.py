@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -27,6 +28,10 @@ from pose.frames import check_image_array
 from pose.keypoints import VALID_SCORE, PoseKeypoints, to_openpose
 from pose.overlay import compose, draw_overlay
 from pose.renderer import CapsuleRenderer, person_palettes
+
+if TYPE_CHECKING:  # imported where used: they pull torchvision and segment-anything
+    from pose.multi import MaskModels
+    from pose.nlf import NLFModel
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +69,13 @@ def box_on_alpha(boxes: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 class PoseVideoMaker:
     """Extracts the driving motion (YOLOX, DWPose, NLF) and renders it as SCAIL's pose video."""
 
-    def __init__(self, detector: PersonDetector, estimator: WholeBodyEstimator, nlf, renderer: CapsuleRenderer,
-                 masks=None):  # fmt: skip
+    def __init__(self, detector: PersonDetector, estimator: WholeBodyEstimator, nlf: NLFModel,
+                 renderer: CapsuleRenderer, masks: MaskModels | None = None):  # fmt: skip
         self.detector = detector
         self.estimator = estimator
         self.nlf = nlf
         self.renderer = renderer
-        self.masks = masks  # pose.multi.MaskModels, for 2-5 persons
+        self.masks = masks  # only for 2-5 persons
 
     @classmethod
     def from_model_root(cls, root: Path, device: torch.device, multi_person: bool = True) -> PoseVideoMaker:
