@@ -137,7 +137,7 @@ class Engine:
             # Frames are fitted to the canvas while decoding, so a long 4K video never sits in memory whole.
             frames = video.read(min(wanted, settings.max_frames), lambda frame: fit_to_canvas(frame, width, height))
             frames = resample_frames(frames, source_fps, fps)
-            plan = resolve(job, ref_size=(reference.shape[1], reference.shape[0]), available=len(frames), fps=fps)
+            plan = resolve(job, size=(width, height), available=len(frames), fps=fps)
             driving = frames[: plan.num_frames]
             reference = fit_to_canvas(reference, width, height)
 

@@ -84,10 +84,11 @@ def source_frames_needed(num_frames: int, source_fps: float, fps: float) -> int:
     return max(1, math.ceil(num_frames * source_fps / fps - 1e-6))
 
 
-def resolve(job: JobInput, *, ref_size: tuple[int, int], available: int, fps: float) -> Plan:
-    """The plan of `job` given the reference (width, height) and the driving frames available at `fps`."""
+def resolve(job: JobInput, *, size: tuple[int, int], available: int, fps: float) -> Plan:
+    """The plan of `job` on the canvas `size` (width, height; from `default_size`) with the driving frames
+    available at `fps`."""
     preset = get_preset(job.preset)
-    width, height = default_size(*ref_size, job.width, job.height)
+    width, height = size
     return Plan(
         width=width,
         height=height,

@@ -45,33 +45,33 @@ def test_fps_defaults_to_the_driving_video_then_16():
 
 
 def test_wan2gp_preset_defaults():
-    plan = resolve(parse_input(BASE), ref_size=(512, 512), available=100, fps=16.0)
+    plan = resolve(parse_input(BASE), size=(512, 512), available=100, fps=16.0)
     assert (plan.sampler, plan.steps, plan.shift, plan.guidance_scale) == ("unipc", 30, 7.0, 5.0)
     assert plan.negative_prompt.startswith("色调艳丽")
 
 
 def test_upstream_preset_defaults():
-    plan = resolve(parse_input({**BASE, "preset": "upstream"}), ref_size=(512, 512), available=100, fps=16.0)
+    plan = resolve(parse_input({**BASE, "preset": "upstream"}), size=(512, 512), available=100, fps=16.0)
     assert (plan.sampler, plan.steps, plan.shift, plan.guidance_scale, plan.negative_prompt) == ("euler", 50, 5.0, 4.0, "")
 
 
 def test_explicit_settings_override_the_preset():
     job = parse_input({**BASE, "steps": 8, "sampler": "euler", "guidance_scale": 0.0, "shift": 3.0, "negative_prompt": "blur"})
-    plan = resolve(job, ref_size=(512, 512), available=100, fps=16.0)
+    plan = resolve(job, size=(512, 512), available=100, fps=16.0)
     assert (plan.steps, plan.sampler, plan.guidance_scale, plan.shift, plan.negative_prompt) == (8, "euler", 0.0, 3.0, "blur")
 
 
 def test_num_frames_defaults_to_the_largest_4n_plus_1_available_up_to_81():
-    assert resolve(parse_input(BASE), ref_size=(64, 64), available=47, fps=16.0).num_frames == 45
-    assert resolve(parse_input(BASE), ref_size=(64, 64), available=500, fps=16.0).num_frames == 81
+    assert resolve(parse_input(BASE), size=(256, 256), available=47, fps=16.0).num_frames == 45
+    assert resolve(parse_input(BASE), size=(256, 256), available=500, fps=16.0).num_frames == 81
 
 
 def test_requested_num_frames_longer_than_the_video_is_refused():
     with pytest.raises(InputError, match="num_frames"):
-        resolve(parse_input({**BASE, "num_frames": 81}), ref_size=(64, 64), available=40, fps=16.0)
+        resolve(parse_input({**BASE, "num_frames": 81}), size=(256, 256), available=40, fps=16.0)
 
 
 def test_seed_is_drawn_when_missing_and_kept_when_given():
-    seeds = {resolve(parse_input(BASE), ref_size=(64, 64), available=9, fps=16.0).seed for _ in range(5)}
+    seeds = {resolve(parse_input(BASE), size=(256, 256), available=9, fps=16.0).seed for _ in range(5)}
     assert len(seeds) > 1 and all(0 <= seed < 2**32 for seed in seeds)
-    assert resolve(parse_input({**BASE, "seed": 7}), ref_size=(64, 64), available=9, fps=16.0).seed == 7
+    assert resolve(parse_input({**BASE, "seed": 7}), size=(256, 256), available=9, fps=16.0).seed == 7
