@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize
 
-from pose.keypoints import VALID_SCORE, PoseKeypoints
+from pose.keypoints import FACE_CENTRE, VALID_SCORE, PoseKeypoints
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,6 @@ SMPL_HEAD, SMPL_LEFT_WRIST, SMPL_RIGHT_WRIST = 15, 20, 21
 NECK = 1
 LOWER_LIMBS = [9, 10, 12, 13]  # knees and ankles
 CENTRAL = [0, 2, 3, 5, 6]  # head, shoulders, elbows
-FACE_CENTRE = 30  # nose tip among the 68 landmarks
 FACE_SCALE_RANGE = (0.8, 1.5)
 
 

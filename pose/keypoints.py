@@ -11,6 +11,7 @@ VALID_SCORE = 0.3
 FACE = slice(23, 91)
 LEFT_HAND = slice(91, 112)
 RIGHT_HAND = slice(112, 133)
+FACE_CENTRE = 30  # nose tip among the 68 face landmarks: the face is scaled and measured about it
 # After the neck is appended as point 17, OpenPose slot OPENPOSE_SLOTS[i] takes COCO point COCO_SOURCES[i].
 OPENPOSE_SLOTS = [1, 2, 3, 4, 6, 7, 8, 9, 10, 12, 13, 14, 15, 16, 17]
 COCO_SOURCES = [17, 6, 8, 10, 7, 9, 12, 14, 16, 13, 15, 2, 1, 4, 3]

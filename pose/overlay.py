@@ -8,7 +8,7 @@ import math
 import cv2
 import numpy as np
 
-from pose.keypoints import VALID_SCORE, PoseKeypoints
+from pose.keypoints import FACE_CENTRE, VALID_SCORE, PoseKeypoints
 
 # Head sticks as OpenPose body slots: nose-R eye, R eye-R ear, nose-L eye, L eye-L ear.
 HEAD_STICKS = [(0, 14), (14, 16), (0, 15), (15, 17)]
@@ -104,7 +104,7 @@ def draw_overlay(
     hand_shifts = np.zeros((persons, 2, 2)) if hand_shifts is None else hand_shifts
     for p in range(persons):
         face = pose.face[p] * size
-        face = face[30] + (face - face[30]) * face_scale
+        face = face[FACE_CENTRE] + (face - face[FACE_CENTRE]) * face_scale
         draw_head(canvas, pose.body[p] * size + head_shift[p], _shown(pose.body[p], pose.body_scores[p]))
         for side in range(2):
             hand = pose.hands[p, side] * size + hand_shifts[p, side]
