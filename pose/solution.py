@@ -169,23 +169,23 @@ class PoseVideoMaker:
         if self.masks is None:
             raise InputError("num_persons > 1 needs the multi-person models (SAM, MatAnyone) on the volume")
         height, width = frames.shape[1:3]
-        first = self.detect(frames[:1], MAX_PERSONS * 4)
-        boxes0 = first.boxes[0]
+        boxes0 = self.detector(frames[0])[0]
         if len(boxes0) == 0:
             raise InputError("pose_video: no person was found in the first frame of the driving video")
         areas = (boxes0[:, 2] - boxes0[:, 0]) * (boxes0[:, 3] - boxes0[:, 1])
-        chosen = np.argsort(-areas, kind="stable")[:num_persons]
-        if len(chosen) < num_persons:
-            log.warning("num_persons=%d but only %d persons found in frame 0", num_persons, len(chosen))
-        body = first.keypoints[0].body[chosen] * [width, height]
-        shown = first.keypoints[0].body_scores[chosen][:, SAM_PROMPT_POINTS] >= VALID_SCORE
-        centres = (boxes0[chosen, :2] + boxes0[chosen, 2:]) / 2
+        boxes0 = boxes0[np.argsort(-areas, kind="stable")[:num_persons]]
+        if len(boxes0) < num_persons:
+            log.warning("num_persons=%d but only %d persons found in frame 0", num_persons, len(boxes0))
+        first = self.estimate(frames[:1], [boxes0]).keypoints[0]
+        body = first.body * [width, height]
+        shown = first.body_scores[:, SAM_PROMPT_POINTS] >= VALID_SCORE
+        centres = (boxes0[:, :2] + boxes0[:, 2:]) / 2
         points = [b[SAM_PROMPT_POINTS][s] if s.any() else c[None] for b, s, c in zip(body, shown, centres, strict=True)]
         from pose.multi import composite_person, segment_persons
 
-        alpha = segment_persons(frames, boxes0[chosen], points, self.masks.segmenter, matting=self.masks.matting)
+        alpha = segment_persons(frames, boxes0, points, self.masks.segmenter, matting=self.masks.matting)
         persons = [composite_person(frames, person_alpha) for person_alpha in alpha]
-        joints = np.zeros((len(frames), len(chosen), 24, 3), np.float32)
+        joints = np.zeros((len(frames), len(boxes0), 24, 3), np.float32)
         keypoints: list[list[PoseKeypoints]] = []
         for p, (person_frames, person_alpha) in enumerate(zip(persons, alpha, strict=True)):
             boxes = [box_on_alpha(self.detector(f)[0], a) for f, a in zip(person_frames, person_alpha, strict=True)]
@@ -193,7 +193,7 @@ class PoseVideoMaker:
             joints[:, p] = self.joints(person_frames, poses.boxes)
             keypoints.append(poses.keypoints)
         camera = Camera.default(width, height)
-        video = self.renderer.render(smpl_to_openpose(joints), person_palettes(len(chosen)), camera, width, height)
+        video = self.renderer.render(smpl_to_openpose(joints), person_palettes(len(boxes0)), camera, width, height)
         video = video.cpu().numpy()
         for t in range(len(frames)):
             merged = PoseKeypoints.concatenate([person_keypoints[t] for person_keypoints in keypoints])
