@@ -184,10 +184,10 @@ class PoseVideoMaker:
         from pose.multi import composite_person, segment_persons
 
         alpha = segment_persons(frames, boxes0, points, self.masks.segmenter, matting=self.masks.matting)
-        persons = [composite_person(frames, person_alpha) for person_alpha in alpha]
         joints = np.zeros((len(frames), len(boxes0), 24, 3), np.float32)
         keypoints: list[list[PoseKeypoints]] = []
-        for p, (person_frames, person_alpha) in enumerate(zip(persons, alpha, strict=True)):
+        for p, person_alpha in enumerate(alpha):
+            person_frames = composite_person(frames, person_alpha)  # one person's video at a time (memory)
             boxes = [box_on_alpha(self.detector(f)[0], a) for f, a in zip(person_frames, person_alpha, strict=True)]
             poses = self.estimate(person_frames, boxes)
             joints[:, p] = self.joints(person_frames, poses.boxes)
