@@ -22,6 +22,7 @@ from common.errors import InputError
 log = logging.getLogger(__name__)
 
 Frame = np.ndarray  # (H, W, 3) uint8 RGB
+CRF = 18  # x264 quality: visually lossless for generated video at a fraction of the lossless size
 
 
 def decode_image(path: Path, field: str, max_pixels: int) -> np.ndarray:
@@ -91,7 +92,7 @@ class VideoReader:
         self._frames.close()
 
 
-def encode_mp4(frames: np.ndarray, fps: float, path: Path, *, crf: int = 18) -> Path:
+def encode_mp4(frames: np.ndarray, fps: float, path: Path) -> Path:
     """Write (T, H, W, 3) uint8 RGB frames as H.264 yuv420p mp4 with faststart; odd edges are cropped."""
     frames = frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2]  # yuv420p needs even sizes
     height, width = frames.shape[1:3]
@@ -105,7 +106,7 @@ def encode_mp4(frames: np.ndarray, fps: float, path: Path, *, crf: int = 18) -> 
         quality=None,
         macro_block_size=1,
         ffmpeg_log_level="error",
-        output_params=["-crf", str(crf), "-preset", "medium", "-movflags", "+faststart"],
+        output_params=["-crf", str(CRF), "-preset", "medium", "-movflags", "+faststart"],
     )
     writer.send(None)
     try:
@@ -116,60 +117,10 @@ def encode_mp4(frames: np.ndarray, fps: float, path: Path, *, crf: int = 18) -> 
     return path
 
 
-@dataclass(frozen=True)
-class Mp4Info:
-    """What a written mp4 holds, read back from the file."""
-
-    codec: str
-    pix_fmt: str
-    width: int
-    height: int
-    fps: float
-    num_frames: int
-    faststart: bool
-
-
-def inspect_mp4(path: Path) -> Mp4Info:
-    """Codec, pixel format, size, fps, frame count and whether `moov` precedes `mdat`."""
-    frames = imageio_ffmpeg.read_frames(str(path))
-    try:
-        meta = next(frames)
-    finally:
-        frames.close()
-    num_frames, _ = imageio_ffmpeg.count_frames_and_secs(str(path))
-    return Mp4Info(
-        codec=meta["codec"],
-        pix_fmt=meta["pix_fmt"].split("(")[0],
-        width=meta["size"][0],
-        height=meta["size"][1],
-        fps=float(meta["fps"]),
-        num_frames=num_frames,
-        faststart=_moov_before_mdat(path),
-    )
-
-
 def ffmpeg_version() -> str:
     """The version line of the bundled ffmpeg."""
     result = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-version"], capture_output=True, text=True, check=False)
     return result.stdout.split("\n", 1)[0]
-
-
-def _moov_before_mdat(path: Path) -> bool:
-    """Walk the top-level ISO-BMFF boxes: True when the index comes before the media data."""
-    with open(path, "rb") as f:
-        while header := f.read(8):
-            if len(header) < 8:
-                return False
-            size = int.from_bytes(header[:4], "big")
-            box = header[4:8]
-            if box in (b"moov", b"mdat"):
-                return box == b"moov"
-            if size == 1:
-                size = int.from_bytes(f.read(8), "big") - 8
-            elif size == 0:
-                return False
-            f.seek(size - 8, 1)
-    return False
 
 
 def _last_line(exc: BaseException) -> str:

@@ -17,10 +17,10 @@ import pytest
 import requests
 
 from tests.worker.conftest import free_port, wait_for_http
+from tests.worker.mp4 import inspect_mp4
 from tools.make_demo_inputs import write_demo_inputs
 from worker.engine import Engine
 from worker.handler import JobHandler
-from worker.media import inspect_mp4
 from worker.schema import JobInput, parse_input
 from worker.settings import Settings
 

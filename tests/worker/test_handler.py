@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import torch
 
+from tests.worker.mp4 import inspect_mp4
 from tests.worker.standins import StandInPipeline, StandInPoseMaker
 from worker.engine import Engine
 from worker.handler import JobHandler
-from worker.media import VideoReader, inspect_mp4
+from worker.media import VideoReader
 
 GOOD = {
     "reference_image": "demo/reference.png",

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from common.errors import InputError
-from worker.media import VideoReader, decode_image, encode_mp4, inspect_mp4
+from tests.worker.mp4 import inspect_mp4
+from worker.media import VideoReader, decode_image, encode_mp4
 
 
 def test_png_decodes_to_rgb_uint8(demo_media):
