@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 from pose.frames import choose_num_frames
 from wan2gp_integration.presets import get_preset
-from worker.schema import SEED_MAX, SIZE_MAX, SIZE_MIN, SIZE_MULTIPLE, JobInput
+from worker.schema import MAX_FPS, MIN_FPS, SEED_MAX, SIZE_MAX, SIZE_MIN, SIZE_MULTIPLE, JobInput
 
 AREA_BUDGET = 896 * 512
 DEFAULT_FPS = 16.0
@@ -75,8 +75,12 @@ def _neighbours(value: float) -> set[int]:
 
 
 def job_fps(job: JobInput, source_fps: float | None) -> float:
-    """The output fps: the job's, else the driving video's, else 16."""
-    return float(job.fps or source_fps or DEFAULT_FPS)
+    """The output fps: the job's, else the driving video's (kept within the contract's 1..60), else 16."""
+    if job.fps:
+        return float(job.fps)
+    if source_fps:
+        return float(min(max(source_fps, MIN_FPS), MAX_FPS))
+    return DEFAULT_FPS
 
 
 def source_frames_needed(num_frames: int, source_fps: float, fps: float) -> int:

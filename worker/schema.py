@@ -17,6 +17,7 @@ from pose.frames import MAX_FRAMES, MIN_FRAMES
 SIZE_MIN, SIZE_MAX, SIZE_MULTIPLE = 256, 1280, 32
 PROMPT_MAX_CHARS = 4000
 SEED_MAX = 2**32 - 1
+MIN_FPS, MAX_FPS = 1.0, 60.0
 
 Size = Annotated[int, Field(ge=SIZE_MIN, le=SIZE_MAX)]
 
@@ -38,7 +39,7 @@ class JobInput(_Strict):
     width: Size | None = None
     height: Size | None = None
     num_frames: int | None = Field(None, ge=MIN_FRAMES, le=MAX_FRAMES)
-    fps: float | None = Field(None, ge=1, le=60)
+    fps: float | None = Field(None, ge=MIN_FPS, le=MAX_FPS)
     steps: int | None = Field(None, ge=1, le=100)
     guidance_scale: float | None = Field(None, ge=0, le=20)
     shift: float | None = Field(None, gt=0, le=30)

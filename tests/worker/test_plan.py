@@ -75,3 +75,8 @@ def test_seed_is_drawn_when_missing_and_kept_when_given():
     seeds = {resolve(parse_input(BASE), size=(256, 256), available=9, fps=16.0).seed for _ in range(5)}
     assert len(seeds) > 1 and all(0 <= seed < 2**32 for seed in seeds)
     assert resolve(parse_input({**BASE, "seed": 7}), size=(256, 256), available=9, fps=16.0).seed == 7
+
+
+def test_a_driving_video_fps_outside_the_contract_is_clamped_into_it():
+    assert job_fps(parse_input(BASE), 120.0) == 60.0
+    assert job_fps(parse_input(BASE), 0.5) == 1.0
