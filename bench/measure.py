@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import resource
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -76,3 +79,12 @@ def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
     """||out - ref|| / ||ref|| in float64."""
     out, ref = out.double(), ref.double()
     return float(torch.linalg.vector_norm(out - ref) / torch.linalg.vector_norm(ref))
+
+
+def report(result: dict, out: Path | None) -> None:
+    """Write a benchmark's result as JSON to stdout (the command's output) and to `out` when given."""
+    text = json.dumps(result, indent=1)
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+    if out:
+        out.write_text(text)

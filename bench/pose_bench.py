@@ -11,7 +11,6 @@ representative of the real models.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.measure import reset_vram_peak, time_cuda, vram_peak_gib
+from bench.measure import report, reset_vram_peak, time_cuda, vram_peak_gib
 
 WIDTH, HEIGHT, FRAMES = 896, 512, 81
 
@@ -71,10 +70,7 @@ def main() -> None:
     torch.cuda.synchronize()
     result["end_to_end_s"] = time.perf_counter() - started
     result["output_shape"] = list(video.shape)
-    text = json.dumps(result, indent=1)
-    print(text, flush=True)
-    if args.out:
-        args.out.write_text(text)
+    report(result, args.out)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ them in separate processes, so that peak host RAM is per variant. Results: docs/
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import subprocess
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.measure import host_peak_rss_gib, reset_vram_peak, vram_peak_gib
+from bench.measure import host_peak_rss_gib, report, reset_vram_peak, vram_peak_gib
 
 log = logging.getLogger("bench")
 
@@ -175,10 +174,7 @@ def main() -> None:
     commands["fidelity"] = fidelity.run
     result = commands[args.command](args)
     result["device"] = torch.cuda.get_device_name()
-    text = json.dumps(result, indent=1)
-    print(text, flush=True)
-    if args.out:
-        args.out.write_text(text)
+    report(result, args.out)
 
 
 if __name__ == "__main__":
