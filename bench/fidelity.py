@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 import torch
+import torch._inductor.config
 
 from bench.measure import rel_error, reset_vram_peak, time_cuda, vram_peak_gib
 
@@ -33,15 +34,32 @@ def dit_inputs(cfg, batch: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
     }
 
 
-def measure(name: str, model, inputs, reference: torch.Tensor | None, repeat: int = 2) -> dict:
+def measure(name: str, model, inputs, reference: torch.Tensor | None, repeat: int = 1) -> tuple[dict, torch.Tensor]:
+    """One warm-up (compilation) then `repeat` timed CFG forwards; the error is that of the last output."""
+    outputs = []
     with torch.inference_mode():
         reset_vram_peak()
-        timing = time_cuda(lambda: model(**inputs), warmup=1, repeat=repeat)
-        out = model(**inputs)
+        timing = time_cuda(lambda: outputs.append(model(**inputs)), warmup=1, repeat=repeat)
+    out = outputs[-1]
+    del outputs[:-1]
     row = {"variant": name, "cfg_forward_s": timing.median, "spread_s": timing.spread, "vram_peak_gib": vram_peak_gib()}
     row["rel_err"] = 0.0 if reference is None else rel_error(out, reference)
     log.info("%s", row)
     return row, out
+
+
+# name -> (label, fp8 Linears, attention backend, inductor rounds to bf16 where eager does) of the
+# compiled int8 variants
+COMPILED_VARIANTS = {
+    "int8-compile": ("int8 quanto + torch.compile(blocks) (default)", False, "sdpa", False),
+    "fp8-linear": ("fp8 e4m3 linears + compile", True, "sdpa", False),
+    "fp8-attention": ("int8 + cuDNN fp8 attention + compile", False, "fp8", False),
+    "fast": ("fp8 linears + cuDNN fp8 attention + compile (fast mode)", True, "fp8", False),
+    "int8-compile-emulate": ("int8 + compile, eager's bf16 roundings", False, "sdpa", True),
+    "fp8-attention-emulate": ("int8 + cuDNN fp8 attention + compile, eager's bf16 roundings", False, "fp8", True),
+    "fast-emulate": ("fast mode, eager's bf16 roundings", True, "fp8", True),
+}
+VARIANTS = ("bf16-compile", "int8-eager", *COMPILED_VARIANTS)
 
 
 def run(args) -> dict:
@@ -49,9 +67,10 @@ def run(args) -> dict:
     from wan2gp_integration import attention
     from wan2gp_integration.dit import DiTConfig, ScailDiT
     from wan2gp_integration.files import DIT_FILE
-    from wan2gp_integration.fp8 import convert_linears_to_fp8
+    from wan2gp_integration.fp8 import use_fp8_linears
     from wan2gp_integration.loading import load_dit
 
+    chosen = args.variants.split(",") if args.variants else list(VARIANTS)
     rows = []
     attention.set_backend("sdpa")
     state = dense_dit_state(args.volume)
@@ -62,28 +81,33 @@ def run(args) -> dict:
     dense.to_dtype(torch.bfloat16).eval().requires_grad_(False)
     del state
     inputs = dit_inputs(cfg)
-    row, reference = measure("bf16 eager (reference)", dense, inputs, None)
+    row, reference = measure("bf16 eager (reference)", dense, inputs, None, repeat=2)
     rows.append(row)
-    try:
+    if "bf16-compile" in chosen:
         for block in dense.blocks:
             block.compile()
-        row, _ = measure("bf16 + torch.compile(blocks)", dense, inputs, reference)
-        rows.append(row)
-    except Exception as exc:  # noqa: BLE001 - a lever that fails is recorded, not fatal
-        rows.append({"variant": "bf16 + torch.compile(blocks)", "error": repr(exc)[:300]})
+        rows.append(measure("bf16 + torch.compile(blocks)", dense, inputs, reference)[0])
     del dense
     torch.cuda.empty_cache()
 
     model = load_dit(args.volume / DIT_FILE, torch.device("cuda"), torch.bfloat16).eval()
-    row, _ = measure("int8 quanto, eager", model, inputs, reference)
-    rows.append(row)
+    if "int8-eager" in chosen:
+        rows.append(measure("int8 quanto, eager", model, inputs, reference)[0])
     for block in model.blocks:  # what mmgp's compile=["transformer"] does to each block
         block.compile()
-    row, _ = measure("int8 quanto + torch.compile(blocks) (default)", model, inputs, reference)
-    rows.append(row)
-    model = load_dit(args.volume / DIT_FILE, torch.device("cuda"), torch.bfloat16).eval()
-    convert_linears_to_fp8(model)
-    torch.cuda.empty_cache()
-    row, _ = measure("fp8 e4m3 linears (eager)", model, inputs, reference)
-    rows.append(row)
+    for key in (key for key in COMPILED_VARIANTS if key in chosen):
+        name, fp8_linear, backend, emulate = COMPILED_VARIANTS[key]
+        torch._dynamo.reset()  # each variant compiles afresh
+        torch._inductor.config.emulate_precision_casts = emulate
+        for module in model.modules():
+            module.__dict__.pop("forward", None)  # back to quanto's own forward
+        if fp8_linear:
+            use_fp8_linears(model)
+        attention.set_backend(backend, torch.device("cuda"))
+        try:
+            rows.append(measure(name, model, inputs, reference)[0])
+        except Exception as exc:  # noqa: BLE001 - a lever that fails is recorded, not fatal
+            rows.append({"variant": name, "error": repr(exc)[:300]})
+            log.warning("%s failed: %r", name, exc)
+    attention.set_backend("sdpa")
     return {"rows": rows}

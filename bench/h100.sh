@@ -18,12 +18,19 @@ for stage in "$@"; do
     build-dit) [ -f "$volume/wan2.1_scail_preview_14B_quanto_bf16_int8.safetensors" ] || python3 -c "from tools.volume.dit_file import write_dit_file; write_dit_file('$volume', 'full')" ;;
     build)    [ -f "$volume/Wan2.1_VAE.pth" ] || python3 -m bench.run build --volume "$volume" --out "$out/bench-build.json" ;;
     engine1)  python3 -m bench.run engine --volume "$volume" --profile 1 --out "$out/bench-engine1.json" ;;
+    engine1-setup) python3 -m bench.run engine --volume "$volume" --profile 1 --steps 2 --profile-setup --out "$out/bench-engine1-setup.json" ;;
+    engine1-sdpa) python3 -m bench.run engine --volume "$volume" --profile 1 --attention sdpa --out "$out/bench-engine1-sdpa.json" ;;
     engine1-eager) python3 -m bench.run engine --volume "$volume" --profile 1 --compile off --out "$out/bench-engine1-eager.json" ;;
     engine1-nopin) python3 -m bench.run engine --volume "$volume" --profile 1 --pin-memory off --out "$out/bench-engine1-nopin.json" ;;
     engine4)  python3 -m bench.run engine --volume "$volume" --profile 4 --out "$out/bench-engine4.json" ;;
     engine4-eager) python3 -m bench.run engine --volume "$volume" --profile 4 --compile off --out "$out/bench-engine4-eager.json" ;;
     peer)     python3 -m bench.run peer --volume "$volume" --out "$out/bench-peer.json" ;;
     fidelity) python3 -m bench.run fidelity --volume "$volume" --out "$out/bench-fidelity.json" ;;
+    fidelity-8bit) python3 -m bench.run fidelity --volume "$volume" --variants int8-compile,fp8-linear,fp8-attention,fast --out "$out/bench-fidelity-8bit.json" ;;
+    fidelity-emulate) python3 -m bench.run fidelity --volume "$volume" --variants int8-compile-emulate,fp8-attention-emulate,fast-emulate --out "$out/bench-fidelity-emulate.json" ;;
+    engine1-fast) python3 -m bench.run engine --volume "$volume" --profile 1 --attention fp8 --fp8-linear --out "$out/bench-engine1-fast.json" ;;
+    engine4-fast) python3 -m bench.run engine --volume "$volume" --profile 4 --attention fp8 --fp8-linear --out "$out/bench-engine4-fast.json" ;;
+    sweep)    python3 -m bench.attention_sweep --out "$out/bench-sweep.json" ;;
     pose)     python3 -m bench.pose_bench --volume "$volume" --out "$out/bench-pose.json" ;;
     *) echo "unknown stage $stage" >&2; exit 2 ;;
   esac

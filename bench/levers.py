@@ -7,17 +7,26 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from bench.measure import rel_error, time_cuda
-from wan2gp_integration.fp8 import Fp8Linear
+from wan2gp_integration.fp8 import use_fp8_linears
 
 TOKENS = 48_832
 LINEAR_SHAPES = [(5120, 5120), (5120, 13824), (13824, 5120)]  # (in, out) of q/k/v/o, ffn.0, ffn.2
 
 
+def quanto_int8(linear: torch.nn.Linear) -> torch.nn.Sequential:
+    """A copy of `linear` with optimum-quanto int8 weights (as in the volume's DiT), wrapped so that quanto can swap it."""
+    from optimum.quanto import freeze, qint8, quantize
+
+    quant = torch.nn.Sequential(torch.nn.Linear(linear.in_features, linear.out_features, device="cuda", dtype=torch.bfloat16))
+    quant[0].load_state_dict(linear.state_dict())
+    quantize(quant, weights=qint8)
+    freeze(quant)
+    return quant
+
+
 @torch.inference_mode()
 def linear_variants(tokens: int = TOKENS) -> list[dict]:
     """bf16, quanto int8 (dequantise + bf16 GEMM) and fp8 per shape: TFLOP/s and error vs float64."""
-    from optimum.quanto import freeze, qint8, quantize
-
     rows = []
     for in_f, out_f in LINEAR_SHAPES:
         x = torch.randn(tokens, in_f, device="cuda", dtype=torch.bfloat16)
@@ -26,12 +35,9 @@ def linear_variants(tokens: int = TOKENS) -> list[dict]:
         ref = F.linear(x.double(), linear.weight.double(), linear.bias.double())
         flops = 2 * tokens * in_f * out_f
         variants = {"bf16": linear}
-        quant = torch.nn.Sequential(torch.nn.Linear(in_f, out_f, device="cuda", dtype=torch.bfloat16))
-        quant[0].load_state_dict(linear.state_dict())
-        quantize(quant, weights=qint8)
-        freeze(quant)
-        variants["quanto-int8"] = quant
-        variants["fp8"] = Fp8Linear.from_linear(quant[0])
+        variants["quanto-int8"] = quanto_int8(linear)
+        variants["fp8"] = quanto_int8(linear)
+        use_fp8_linears(variants["fp8"], prefix="")
         for name, layer in variants.items():
             timing = time_cuda(lambda layer=layer, x=x: layer(x), warmup=3, repeat=10)
             rows.append(

@@ -77,15 +77,17 @@ def cmd_engine(args) -> dict:
 
     files = generator_files(args.volume)
     result: dict = {"profile": args.profile, "attention": args.attention, "compile": args.compile,
-                    "pin_memory": args.pin_memory}  # fmt: skip
+                    "pin_memory": args.pin_memory, "fp8_linear": args.fp8_linear}  # fmt: skip
     if drop_page_cache():
         result["sequential_read_s"], read_bytes = sequential_read_seconds(files)
         result["weights_gib"] = read_bytes / GIB
         result["cold_cache"] = drop_page_cache()
+    if args.profile_setup:
+        result["setup_profile"] = profile_offload_setup()
     started = time.perf_counter()
     pipeline = ScailPipeline.from_model_root(args.volume, torch.device("cuda"), profile=args.profile,
                                              attention=args.attention, compile=args.compile,
-                                             pin_memory=args.pin_memory)  # fmt: skip
+                                             pin_memory=args.pin_memory, fp8_linear=args.fp8_linear)  # fmt: skip
     result["cold_start_s"] = time.perf_counter() - started
     if "sequential_read_s" in result:
         result["cold_start_over_read"] = result["cold_start_s"] / result["sequential_read_s"]
@@ -112,6 +114,30 @@ def cmd_engine(args) -> dict:
     result["step_s"] = [float(s) for s in np.diff(step_ends)]
     result["cfg_step_s"] = float(np.median(result["step_s"]))
     return result
+
+
+def profile_offload_setup(top: int = 30) -> list[str]:
+    """Wrap the pipeline's mmgp setup in cProfile; the returned list fills with its costliest calls."""
+    import cProfile
+    import io
+    import pstats
+
+    from wan2gp_integration import pipeline
+
+    lines: list[str] = []
+    original = pipeline.setup_offload
+
+    def profiled(*args, **kwargs):
+        profiler = cProfile.Profile()
+        try:
+            return profiler.runcall(original, *args, **kwargs)
+        finally:
+            text = io.StringIO()
+            pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(top)
+            lines.extend(line for line in text.getvalue().splitlines() if line.strip())
+
+    pipeline.setup_offload = profiled
+    return lines
 
 
 def dense_dit_state(volume: Path, device: str = "cuda") -> dict[str, torch.Tensor]:
@@ -164,6 +190,9 @@ def main() -> None:
     tri_state = {"auto": None, "on": True, "off": False}
     parser.add_argument("--compile", choices=tri_state, default="auto")
     parser.add_argument("--pin-memory", choices=tri_state, default="auto")
+    parser.add_argument("--fp8-linear", action="store_true", help="e4m3 GEMMs for the blocks' int8 Linears")
+    parser.add_argument("--profile-setup", action="store_true", help="cProfile mmgp's setup (inflates cold start)")
+    parser.add_argument("--variants", help="fidelity: comma-separated subset of bench.fidelity.VARIANTS")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     args.compile, args.pin_memory = tri_state[args.compile], tri_state[args.pin_memory]

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
-from common.files import check_keys, check_layout, pth_shapes
+from common.files import check_keys, check_layout, load_pth, pth_shapes
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def inspect_clip_file(path: Path) -> ClipVisionConfig:
 def load_wan_clip_state(path: Path) -> tuple[ClipVisionConfig, dict[str, torch.Tensor]]:
     """(config, Wan-named state dict) of a visual-only CLIP .pth, checked by `inspect_clip_file` first."""
     config = inspect_clip_file(path)
-    return config, torch.load(path, map_location="cpu", weights_only=True, mmap=False)
+    return config, load_pth(path)
 
 
 class ClipVisionEncoder:

@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 import torch
+import torch._inductor.config
 from torch import nn
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,10 @@ def setup_offload(modules: dict[str, nn.Module], profile_no: int, *, compile: bo
     """
     from mmgp import offload  # imports CUDA helpers; only the CUDA path needs it
 
+    if compile:
+        # Let inductor round to bf16 wherever eager does: fused float32 chains otherwise drift from the
+        # eager bf16 reference (1.69% over a forward on the H100 instead of 0.80%, at the same speed).
+        torch._inductor.config.emulate_precision_casts = True
     previous = torch.get_default_device()
     try:
         handle = offload.profile(modules, profile_no, **profile_options(profile_no, compile=compile, pin_memory=pin_memory))

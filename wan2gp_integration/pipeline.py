@@ -30,6 +30,7 @@ from wan2gp_integration.attention import set_backend
 from wan2gp_integration.clip import ClipVisionEncoder
 from wan2gp_integration.dit import ScailDiT
 from wan2gp_integration.files import CLIP_FILE, DIT_FILE, UMT5_DIR, UMT5_FILE, VAE_FILE, require_generator_files
+from wan2gp_integration.fp8 import fp8_supported, use_fp8_linears
 from wan2gp_integration.loading import load_dit
 from wan2gp_integration.offload import resolve_profile, setup_offload
 from wan2gp_integration.presets import WAN_NEGATIVE_PROMPT
@@ -89,26 +90,35 @@ class ScailPipeline:
         attention: str = "auto",
         compile: bool | None = None,
         pin_memory: bool | None = None,
+        fp8_linear: bool = False,
     ) -> ScailPipeline:
         """Check every generator file under `root`, then load them. CUDA: bfloat16 under mmgp `profile`
         (chosen from VRAM and RAM when None), the DiT's blocks compiled unless `compile` is False;
-        `pin_memory` overrides the profile's pinning. CPU: float32, resident, eager."""
+        `pin_memory` overrides the profile's pinning; `fp8_linear` computes the blocks' int8 Linears
+        as e4m3 GEMMs where the GPU has fp8 tensor cores. CPU: float32, resident, eager."""
         root, device = Path(root), torch.device(device)
         started = time.perf_counter()
         require_generator_files(root)
-        set_backend(attention)
         offloaded = device.type == "cuda"
         dtype = torch.bfloat16 if offloaded else torch.float32
         # Under mmgp the weights start in RAM and mmgp moves them; the wrappers still send inputs to `device`.
         load_device = torch.device("cpu") if offloaded else device
         # The four files are independent: reading them side by side keeps the disk busy while the
         # CPU builds tensors (a cold start is mostly these reads).
-        with ThreadPoolExecutor(max_workers=4, thread_name_prefix="load") as pool:
+        with ThreadPoolExecutor(max_workers=5, thread_name_prefix="load") as pool:
+            # CUDA's context, library handles and the attention backend's probe get ready meanwhile.
+            backend = pool.submit(_start_device, device, attention)
             dit = pool.submit(load_dit, root / DIT_FILE, load_device, dtype)
             text_encoder = pool.submit(TextEncoder.from_files, root / UMT5_FILE, root / UMT5_DIR, load_device, dtype)
             clip = pool.submit(ClipVisionEncoder.from_file, root / CLIP_FILE, load_device, dtype)
             vae = pool.submit(WanVAE.from_file, root / VAE_FILE, load_device, dtype)
             dit, text_encoder, clip, vae = dit.result(), text_encoder.result(), clip.result(), vae.result()
+            backend.result()
+        if fp8_linear:
+            if fp8_supported(device):
+                use_fp8_linears(dit)
+            else:
+                log.warning("fp8 Linears asked for, but %s has no fp8 tensor cores; keeping int8 -> bf16", device)
         handle = None
         if offloaded:
             text_encoder = TextEncoder(text_encoder.model, text_encoder.tokenizer, device)
@@ -252,6 +262,14 @@ class ScailPipeline:
 def _to_unit_range(pixels: torch.Tensor) -> torch.Tensor:
     """uint8 -> float32 in [-1, 1]."""
     return pixels.float() / 127.5 - 1.0
+
+
+def _start_device(device: torch.device, attention: str) -> str:
+    """Create the CUDA context and cuBLAS handle (seconds on a cold GPU), then choose the attention backend."""
+    if device.type == "cuda":
+        probe = torch.ones(16, 16, device=device)
+        (probe @ probe).sum().item()
+    return set_backend(attention, device)
 
 
 def check_inputs(reference: np.ndarray, pose_frames: np.ndarray, guidance_scale: float) -> None:

@@ -19,7 +19,7 @@ import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, UMT5Config, UMT5EncoderModel
 
 from common.errors import VolumeFileError
-from common.files import check_keys, check_layout, pth_shapes, require_file
+from common.files import check_keys, check_layout, load_pth, pth_shapes, require_file
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ def inspect_umt5_file(path: Path) -> UMT5EncoderConfig:
 def load_wan_umt5_state(path: Path) -> tuple[UMT5EncoderConfig, dict[str, torch.Tensor]]:
     """(config, Wan-named state dict) of a umT5 encoder .pth, checked by `inspect_umt5_file` first."""
     config = inspect_umt5_file(path)
-    return config, torch.load(path, map_location="cpu", weights_only=True, mmap=False)
+    return config, load_pth(path)
 
 
 def load_tokenizer(tokenizer_dir: Path) -> PreTrainedTokenizerBase:

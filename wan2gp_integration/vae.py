@@ -16,7 +16,7 @@ import torch
 from diffusers import AutoencoderKLWan
 from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
 
-from common.files import check_keys, check_layout, pth_shapes
+from common.files import check_keys, check_layout, load_pth, pth_shapes
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def inspect_vae_file(path: Path) -> VAEConfig:
 def load_wan_vae_state(path: Path) -> tuple[VAEConfig, dict[str, torch.Tensor]]:
     """(config, diffusers-named state dict) of a Wan VAE .pth, checked by `inspect_vae_file` first."""
     config = inspect_vae_file(path)
-    state = torch.load(path, map_location="cpu", weights_only=True, mmap=False)
+    state = load_pth(path)
     return config, convert_wan_vae_to_diffusers(state)
 
 

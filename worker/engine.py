@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from common.errors import InputError
+from common.files import set_read_streams
 from pose.files import MATANYONE_FILE, SAM_FILE
 from pose.frames import MAX_FRAMES, fit_to_canvas, resample_frames
 from worker.inputs import fetch_input
@@ -90,6 +91,7 @@ class Engine:
         device = choose_device(settings.device)
         multi_person = (root / SAM_FILE).is_file() and (root / MATANYONE_FILE).is_file()
         started = time.perf_counter()
+        set_read_streams(settings.read_streams)
         pose_maker = PoseVideoMaker.from_model_root(root, device, multi_person=multi_person)
         pipeline = ScailPipeline.from_model_root(
             root,
@@ -98,6 +100,7 @@ class Engine:
             attention=settings.attention,
             compile=settings.compile,
             pin_memory=settings.pin_memory,
+            fp8_linear=settings.fp8_linear,
         )
         log.info("engine loaded from %s on %s in %.1f s", root, device, time.perf_counter() - started)
         return cls(settings, pose_maker, pipeline, device=device, multi_person=multi_person)

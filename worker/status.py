@@ -93,7 +93,7 @@ def _engine(settings: Settings, engine: Engine | None) -> dict:
         "device": str(device),
         "offload_profile": _profile(settings, device),
         # Once loaded, the backend in use (a missing package falls back); before, what the setting resolves to.
-        "attention": current_backend() if engine is not None else _attention(settings.attention),
+        "attention": current_backend() if engine is not None else _attention(settings.attention, device),
         "multi_person": engine is not None and engine.multi_person,
         "self_test": settings.self_test,
     }
@@ -107,9 +107,9 @@ def _profile(settings: Settings, device: torch.device) -> dict | None:
     return {"number": number, "name": offload.PROFILE_NAMES[number], "configured": settings.offload_profile is not None}
 
 
-def _attention(name: str) -> str:
+def _attention(name: str, device: torch.device) -> str:
     try:
-        return resolve_backend(name)
+        return resolve_backend(name, device)
     except ValueError as exc:
         return f"invalid: {exc}"
 
