@@ -1,19 +1,15 @@
 """Checks and sequential reads of weight files, shared by the generator and the pose loaders.
 
 Network volumes are slow under mmap (random page faults over the network), so weights are read
-front to back into one buffer and tensors are views of it. Whole-file reads take turns (`read_turn`):
-on the H100 host's disk one stream read 1.9 GB/s and four side by side 1.5 GB/s in all, so loaders that
-run in parallel overlap their CPU work with each other's reads instead of splitting the disk.
+front to back into one buffer and tensors are views of it.
 """
 
 from __future__ import annotations
 
 import json
 import struct
-import threading
 import zipfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,29 +33,11 @@ _SAFETENSORS_DTYPES = {
     "F8_E5M2": torch.float8_e5m2,
 }
 _READ_CHUNK = 64 << 20
-_read_turns = threading.BoundedSemaphore(1)
-
-
-def set_read_streams(count: int) -> None:
-    """Allow `count` whole-file reads at once (1: one after the other; network volumes may like more)."""
-    global _read_turns
-    if count < 1:
-        raise ValueError(f"read streams must be at least 1, got {count}")
-    _read_turns = threading.BoundedSemaphore(count)
-
-
-@contextmanager
-def read_turn() -> Iterator[None]:
-    """Hold one of the read streams for the duration of a whole-file read."""
-    turns = _read_turns
-    with turns:
-        yield
 
 
 def load_pth(path: Path) -> dict[str, torch.Tensor]:
-    """A torch .pth state dict read whole into RAM (no mmap), in its read turn."""
-    with read_turn():
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=False)
+    """A torch .pth state dict read whole into RAM (no mmap)."""
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=False)
 
 
 @dataclass(frozen=True)
@@ -159,7 +137,7 @@ def read_sequential(path: Path) -> np.ndarray:
     # np.empty, not bytearray: zero-filling 16 GB first costs as much as a third of the read.
     buffer = np.empty(size, dtype=np.uint8)
     view = memoryview(buffer)
-    with read_turn(), open(path, "rb", buffering=0) as f:
+    with open(path, "rb", buffering=0) as f:
         offset = 0
         while offset < size:
             n = f.readinto(view[offset : offset + _READ_CHUNK])

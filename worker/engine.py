@@ -22,7 +22,6 @@ import numpy as np
 import torch
 
 from common.errors import InputError
-from common.files import set_read_streams
 from pose.files import MATANYONE_FILE, SAM_FILE
 from pose.frames import MAX_FRAMES, fit_to_canvas, resample_frames
 from worker.inputs import fetch_input
@@ -91,7 +90,6 @@ class Engine:
         device = choose_device(settings.device)
         multi_person = (root / SAM_FILE).is_file() and (root / MATANYONE_FILE).is_file()
         started = time.perf_counter()
-        set_read_streams(settings.read_streams)
         pose_maker = PoseVideoMaker.from_model_root(root, device, multi_person=multi_person)
         pipeline = ScailPipeline.from_model_root(
             root,

@@ -8,7 +8,6 @@
 | `SCAIL_ATTENTION` | `auto` | attention backend: `auto` (`fp8` where it runs, else `sdpa`), `sdpa` (bf16, cuDNN first), `fp8` (cuDNN fp8 self-attention on Hopper and newer), `flash`, `sage`, `math` |
 | `SCAIL_FP8_LINEAR` | `0` | compute the DiT blocks' int8 Linears as fp8 GEMMs (Ada/Hopper+; faster, ~2.4% deviation from bf16 over a forward) |
 | `SCAIL_COMPILE` | `auto` | torch.compile the DiT blocks on CUDA (`auto` = on; `0` for eager; the first job per shape compiles) |
-| `SCAIL_READ_STREAMS` | `1` | weight files read at once during a cold start (1 suits local disks; a network volume may load faster with 2-4) |
 | `SCAIL_PIN_MEMORY` | `auto` | pin weights in host RAM (`auto`: only for the streaming profiles 2, 4, 5 as mmgp does; off for 1 and 3, which starts 40 s faster) |
 | `BUCKET_ENDPOINT_URL` | unset | S3-compatible endpoint; with the key pair it enables uploads |
 | `BUCKET_ACCESS_KEY_ID` | unset | access key of the bucket |
@@ -66,7 +65,6 @@ class Settings:
     compile: bool | None
     pin_memory: bool | None
     fp8_linear: bool
-    read_streams: int
     bucket: BucketSettings | None
     url_expiry_s: int
     max_download_bytes: int
@@ -104,7 +102,6 @@ class Settings:
             compile=reader.optional_flag("SCAIL_COMPILE"),
             pin_memory=reader.optional_flag("SCAIL_PIN_MEMORY"),
             fp8_linear=reader.flag("SCAIL_FP8_LINEAR"),
-            read_streams=reader.integer("SCAIL_READ_STREAMS", 1, 1, 16),
             bucket=bucket,
             url_expiry_s=reader.integer("SCAIL_URL_EXPIRY_S", 86400, 1, _MAX_PRESIGN_S),
             max_download_bytes=reader.integer("SCAIL_MAX_DOWNLOAD_BYTES", 512 << 20, 1),
