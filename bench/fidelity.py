@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 LATENT_FRAMES, LATENT_H, LATENT_W = 21, 64, 112  # 81 frames at 512x896
 
 
-def dit_inputs(cfg, batch: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
+def dit_inputs(cfg, batch: int = 2, seed: int = 0, timestep: float = 700.0) -> dict[str, torch.Tensor]:
     generator = torch.Generator("cuda").manual_seed(seed)
 
     def randn(*shape):
@@ -28,7 +28,7 @@ def dit_inputs(cfg, batch: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
     return {
         "x": randn(batch, 20, LATENT_FRAMES + 1, LATENT_H, LATENT_W),
         "pose": randn(batch, 20, LATENT_FRAMES, LATENT_H // 2, LATENT_W // 2),
-        "t": torch.full((batch,), 700.0, device="cuda", dtype=torch.float64),
+        "t": torch.full((batch,), timestep, device="cuda", dtype=torch.float64),
         "context": randn(batch, 512, cfg.text_dim),
         "clip_tokens": randn(batch, 257, cfg.clip_dim),
     }
@@ -80,7 +80,7 @@ def run(args) -> dict:
     dense.load_state_dict(state, assign=True)
     dense.to_dtype(torch.bfloat16).eval().requires_grad_(False)
     del state
-    inputs = dit_inputs(cfg)
+    inputs = dit_inputs(cfg, seed=args.seed, timestep=args.timestep)
     row, reference = measure("bf16 eager (reference)", dense, inputs, None, repeat=2)
     rows.append(row)
     if "bf16-compile" in chosen:
@@ -110,4 +110,4 @@ def run(args) -> dict:
             rows.append({"variant": name, "error": repr(exc)[:300]})
             log.warning("%s failed: %r", name, exc)
     attention.set_backend("sdpa")
-    return {"rows": rows}
+    return {"seed": args.seed, "timestep": args.timestep, "rows": rows}

@@ -193,6 +193,8 @@ def main() -> None:
     parser.add_argument("--fp8-linear", action="store_true", help="e4m3 GEMMs for the blocks' int8 Linears")
     parser.add_argument("--profile-setup", action="store_true", help="cProfile mmgp's setup (inflates cold start)")
     parser.add_argument("--variants", help="fidelity: comma-separated subset of bench.fidelity.VARIANTS")
+    parser.add_argument("--seed", type=int, default=0, help="fidelity: seed of the random DiT inputs")
+    parser.add_argument("--timestep", type=float, default=700.0, help="fidelity: the DiT's timestep t")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     args.compile, args.pin_memory = tri_state[args.compile], tri_state[args.pin_memory]

@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import struct
 import zipfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -136,15 +138,74 @@ def read_sequential(path: Path) -> np.ndarray:
     size = require_file(path)
     # np.empty, not bytearray: zero-filling 16 GB first costs as much as a third of the read.
     buffer = np.empty(size, dtype=np.uint8)
-    view = memoryview(buffer)
     with open(path, "rb", buffering=0) as f:
-        offset = 0
-        while offset < size:
-            n = f.readinto(view[offset : offset + _READ_CHUNK])
-            if not n:
-                raise VolumeFileError(path, f"truncated while reading at byte {offset} of {size}")
-            offset += n
+        _read_into(f, path, buffer, 0)
     return buffer
+
+
+def _read_into(f: BinaryIO, path: Path, buffer: np.ndarray, offset: int) -> None:
+    """Fill `buffer` with the file's bytes from `offset` on, in large chunks."""
+    view, done = memoryview(buffer), 0
+    f.seek(offset)
+    while done < len(buffer):
+        n = f.readinto(view[done : done + _READ_CHUNK])
+        if not n:
+            raise VolumeFileError(path, f"truncated while reading at byte {offset + done}")
+        done += n
+
+
+def _tensor_from(path: Path, name: str, entry: dict, buffer, offset: int) -> torch.Tensor:
+    """The tensor of a safetensors header `entry` whose data starts at `offset` in `buffer`."""
+    dtype = _SAFETENSORS_DTYPES.get(entry["dtype"])
+    if dtype is None:
+        raise VolumeFileError(path, f"tensor {name}: unsupported dtype {entry['dtype']}")
+    start, end = entry["data_offsets"]
+    if start == end:
+        return torch.empty(entry["shape"], dtype=dtype)
+    return torch.frombuffer(buffer, dtype=dtype, offset=offset, count=(end - start) // dtype.itemsize).view(entry["shape"])
+
+
+def plan_pieces(header: Mapping[str, dict], piece_bytes: int) -> list[tuple[int, int, list[str]]]:
+    """Split a safetensors data section at tensor boundaries into (start, end, tensor names) pieces of
+    about `piece_bytes` (a larger tensor is a piece of its own), in file order."""
+    pieces: list[tuple[int, int, list[str]]] = []
+    for name in sorted(header, key=lambda key: header[key]["data_offsets"][0]):
+        start, end = header[name]["data_offsets"]
+        if pieces and end - pieces[-1][0] <= piece_bytes:
+            first, _, names = pieces[-1]
+            pieces[-1] = (first, end, [*names, name])
+        else:
+            pieces.append((start, end, [name]))
+    return pieces
+
+
+def pinned_empty(size: int) -> np.ndarray:
+    """`size` bytes of page-locked host memory (needs CUDA), as a numpy view of a torch tensor."""
+    return torch.empty(size, dtype=torch.uint8, pin_memory=True).numpy()
+
+
+def load_safetensors_in_pieces(
+    path: Path, allocate: Callable[[int], np.ndarray] = pinned_empty, piece_bytes: int = 1 << 30
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(state dict, metadata) like `load_safetensors_sequential`, in buffers from `allocate` (by default
+    page-locked memory, which lets offloading copy to the GPU asynchronously without pinning afterwards).
+
+    Page-locking runs at about the disk's speed (mmgp took 16 s to pin the 16.6 GB DiT on the H100 host),
+    so a second thread allocates the next piece while this one reads the current one."""
+    header, metadata = read_safetensors_header(path)
+    with open(path, "rb") as f:
+        (header_len,) = struct.unpack("<Q", f.read(8))
+    base = 8 + header_len
+    pieces = plan_pieces(header, piece_bytes)
+    tensors: dict[str, torch.Tensor] = {}
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pin") as allocator, open(path, "rb", buffering=0) as f:
+        buffers = [allocator.submit(allocate, end - start) for start, end, _ in pieces]
+        for (start, _, names), future in zip(pieces, buffers, strict=True):
+            buffer = future.result()
+            _read_into(f, path, buffer, base + start)
+            for name in names:
+                tensors[name] = _tensor_from(path, name, header[name], buffer, header[name]["data_offsets"][0] - start)
+    return tensors, metadata
 
 
 def load_safetensors_sequential(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -153,15 +214,5 @@ def load_safetensors_sequential(path: Path) -> tuple[dict[str, torch.Tensor], di
     buffer = read_sequential(path)
     (header_len,) = struct.unpack("<Q", buffer[:8].tobytes())
     base = 8 + header_len
-    tensors: dict[str, torch.Tensor] = {}
-    for name, entry in header.items():
-        dtype = _SAFETENSORS_DTYPES.get(entry["dtype"])
-        if dtype is None:
-            raise VolumeFileError(path, f"tensor {name}: unsupported dtype {entry['dtype']}")
-        start, end = entry["data_offsets"]
-        if start == end:
-            tensors[name] = torch.empty(entry["shape"], dtype=dtype)
-            continue
-        flat = torch.frombuffer(buffer, dtype=dtype, offset=base + start, count=(end - start) // dtype.itemsize)
-        tensors[name] = flat.view(entry["shape"])
+    tensors = {name: _tensor_from(path, name, entry, buffer, base + entry["data_offsets"][0]) for name, entry in header.items()}
     return tensors, metadata

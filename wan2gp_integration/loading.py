@@ -18,7 +18,13 @@ import torch
 from mmgp import offload
 
 from common.errors import VolumeFileError
-from common.files import check_keys, check_layout, load_safetensors_sequential, read_safetensors_header
+from common.files import (
+    check_keys,
+    check_layout,
+    load_safetensors_in_pieces,
+    load_safetensors_sequential,
+    read_safetensors_header,
+)
 from wan2gp_integration.dit import DiTConfig, ScailDiT
 
 log = logging.getLogger(__name__)
@@ -77,8 +83,9 @@ def inspect_dit_file(path: Path) -> tuple[DiTConfig, dict[str, dict] | None]:
     return cfg, qmap
 
 
-def load_dit(path: Path, device: torch.device, dtype: torch.dtype) -> ScailDiT:
-    """The DiT of `path` (int8 mmgp/quanto file or plain bf16 safetensors) computing in `dtype`.
+def load_dit(path: Path, device: torch.device, dtype: torch.dtype, *, pinned: bool = False) -> ScailDiT:
+    """The DiT of `path` (int8 mmgp/quanto file or plain bf16 safetensors) computing in `dtype`; `pinned`
+    reads the weights into page-locked memory (for mmgp's streaming profiles, which would pin them anyway).
 
     Time embedding and modulation stay float32. Pass device cpu to hand the model to mmgp's
     `offload.profile`; another device moves it there (resident). Do not run the int8 model in
@@ -88,7 +95,7 @@ def load_dit(path: Path, device: torch.device, dtype: torch.dtype) -> ScailDiT:
     path = Path(path)
     cfg, qmap = inspect_dit_file(path)
     start = time.perf_counter()
-    state_dict, _ = load_safetensors_sequential(path)
+    state_dict, _ = load_safetensors_in_pieces(path) if pinned else load_safetensors_sequential(path)
     log.info("read %s (%.1f GB) in %.1f s", path.name, path.stat().st_size / 1e9, time.perf_counter() - start)
     if qmap:
         # quanto computes a QLinear in the dtype of its weight scales (bf16 in the file): without this cast a

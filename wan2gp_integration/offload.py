@@ -107,6 +107,11 @@ def profile_options(profile_no: int, *, compile: bool = False, pin_memory: bool 
     return options
 
 
+def pins_transformer(profile_no: int, pin_memory: bool | None) -> bool:
+    """Whether mmgp keeps the transformer in page-locked RAM under these options (see `profile_options`)."""
+    return pin_memory if pin_memory is not None else profile_no in (2, 4)
+
+
 def setup_offload(modules: dict[str, nn.Module], profile_no: int, *, compile: bool = False,
                   pin_memory: bool | None = None) -> object:  # fmt: skip
     """Hand `modules` ("transformer", "text_encoder", "vae", ...) to mmgp under `profile_no`; returns mmgp's handle.

@@ -32,7 +32,7 @@ from wan2gp_integration.dit import ScailDiT
 from wan2gp_integration.files import CLIP_FILE, DIT_FILE, UMT5_DIR, UMT5_FILE, VAE_FILE, require_generator_files
 from wan2gp_integration.fp8 import fp8_supported, use_fp8_linears
 from wan2gp_integration.loading import load_dit
-from wan2gp_integration.offload import resolve_profile, setup_offload
+from wan2gp_integration.offload import pins_transformer, resolve_profile, setup_offload
 from wan2gp_integration.presets import WAN_NEGATIVE_PROMPT
 from wan2gp_integration.sampler import FlowSampler, make_sampler
 from wan2gp_integration.text_encoder import TextEncoder
@@ -103,12 +103,15 @@ class ScailPipeline:
         dtype = torch.bfloat16 if offloaded else torch.float32
         # Under mmgp the weights start in RAM and mmgp moves them; the wrappers still send inputs to `device`.
         load_device = torch.device("cpu") if offloaded else device
+        profile_no = resolve_profile(profile, device) if offloaded else None
+        # Read straight into page-locked memory when mmgp would pin the DiT: pinning after the read cost 16 s.
+        pinned = offloaded and pins_transformer(profile_no, pin_memory)
         # The four files are independent: reading them side by side keeps the disk busy while the
         # CPU builds tensors (a cold start is mostly these reads).
         with ThreadPoolExecutor(max_workers=5, thread_name_prefix="load") as pool:
             # CUDA's context, library handles and the attention backend's probe get ready meanwhile.
             backend = pool.submit(_start_device, device, attention)
-            dit = pool.submit(load_dit, root / DIT_FILE, load_device, dtype)
+            dit = pool.submit(load_dit, root / DIT_FILE, load_device, dtype, pinned=pinned)
             text_encoder = pool.submit(TextEncoder.from_files, root / UMT5_FILE, root / UMT5_DIR, load_device, dtype)
             clip = pool.submit(ClipVisionEncoder.from_file, root / CLIP_FILE, load_device, dtype)
             vae = pool.submit(WanVAE.from_file, root / VAE_FILE, load_device, dtype)
@@ -126,7 +129,7 @@ class ScailPipeline:
             vae = WanVAE(vae.model, device, dtype)
             vae.model._offload_hooks = ["encode", "decode"]  # mmgp loads the VAE on these, not on forward
             modules = {"transformer": dit, "text_encoder": text_encoder.model, "clip": clip.model, "vae": vae.model}
-            handle = setup_offload(modules, resolve_profile(profile, device), compile=compile is not False,
+            handle = setup_offload(modules, profile_no, compile=compile is not False,
                                    pin_memory=pin_memory)  # fmt: skip
         log.info("generator loaded from %s on %s (%s) in %.1f s", root, device, dtype, time.perf_counter() - started)
         return cls(dit, text_encoder, clip, vae, device, dtype, handle)
