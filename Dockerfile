@@ -18,10 +18,11 @@ WORKDIR /app
 
 # The base image's torch stays: the constraint makes pip fail rather than swap it for another build.
 # Wheels only, so nothing is compiled and no build tools are needed in (or left in) the image.
-COPY requirements.txt requirements-docker.txt ./
+COPY requirements.txt requirements-docker.txt requirements-cudnn.txt ./
 RUN python -c "import torch, torchvision; print(f'torch=={torch.__version__}'); print(f'torchvision=={torchvision.__version__}')" \
         > /tmp/base-torch.txt \
     && pip install --no-cache-dir --only-binary=:all: -c /tmp/base-torch.txt -r requirements-docker.txt \
+    && pip install --no-cache-dir --only-binary=:all: --no-deps -r requirements-cudnn.txt \
     && rm /tmp/base-torch.txt
 
 COPY . .

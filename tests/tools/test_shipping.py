@@ -111,6 +111,12 @@ def test_image_installs_the_runtime_requirements():
     assert "-r requirements.txt" in (ROOT / "requirements-docker.txt").read_text().splitlines()
 
 
+def test_image_installs_the_pinned_cudnn_frontend_without_its_optional_kernels():
+    assert "nvidia-cudnn-frontend" in pins(ROOT / "requirements-cudnn.txt")
+    assert "--no-deps -r requirements-cudnn.txt" in (ROOT / "Dockerfile").read_text()
+    assert docker_context_includes("requirements-cudnn.txt")
+
+
 def test_base_image_carries_the_tested_torch():
     base = re.search(r"^ARG BASE_IMAGE=pytorch/pytorch:([0-9.]+)-cuda", (ROOT / "Dockerfile").read_text(), re.M)
     assert base is not None, "Dockerfile has no pinned pytorch/pytorch BASE_IMAGE"

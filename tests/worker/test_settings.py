@@ -70,3 +70,13 @@ def test_compile_and_pin_memory_are_tri_state(raw, expected):
 def test_a_malformed_compile_flag_names_the_variable():
     with pytest.raises(ValueError, match="SCAIL_COMPILE"):
         Settings.from_env({"SCAIL_COMPILE": "maybe"})
+
+
+@pytest.mark.parametrize(("env", "expected"), [({}, False), ({"SCAIL_FP8_LINEAR": "1"}, True), ({"SCAIL_FP8_LINEAR": "0"}, False)])
+def test_fp8_linears_are_off_unless_asked_for(env, expected):
+    assert Settings.from_env(env).fp8_linear is expected
+
+
+def test_a_malformed_fp8_linear_flag_names_the_variable():
+    with pytest.raises(ValueError, match="SCAIL_FP8_LINEAR"):
+        Settings.from_env({"SCAIL_FP8_LINEAR": "fast"})
