@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from common.errors import InputError
-from wan2gp_integration.attention import set_backend
+from wan2gp_integration.attention import resolve_backend, set_backend
 from wan2gp_integration.clip import ClipVisionEncoder
 from wan2gp_integration.dit import ScailDiT
 from wan2gp_integration.files import CLIP_FILE, DIT_FILE, UMT5_DIR, UMT5_FILE, VAE_FILE, require_generator_files
@@ -99,6 +99,7 @@ class ScailPipeline:
         root, device = Path(root), torch.device(device)
         started = time.perf_counter()
         require_generator_files(root)
+        resolve_backend(attention)  # an unknown backend fails now, not after the loads
         offloaded = device.type == "cuda"
         dtype = torch.bfloat16 if offloaded else torch.float32
         # Under mmgp the weights start in RAM and mmgp moves them; the wrappers still send inputs to `device`.

@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from optimum.quanto import freeze, qint8, quantize
 
 from wan2gp_integration import attention as attn
-from wan2gp_integration.dit import ScailDiT
 from wan2gp_integration.files import DIT_FILE
 from wan2gp_integration.fp8 import fp8_linear, fp8_supported, is_int8_linear, use_fp8_linears
 from wan2gp_integration.loading import load_dit
@@ -71,7 +70,6 @@ def test_the_volume_dit_block_linears_are_int8_and_all_switch(generator_root):
     linears_in_blocks = [m for n, m in dit.named_modules() if n.startswith("blocks.") and isinstance(m, torch.nn.Linear)]
     assert linears_in_blocks and all(is_int8_linear(m) for m in linears_in_blocks)
     assert use_fp8_linears(dit) == len(linears_in_blocks)
-    assert isinstance(dit, ScailDiT)
 
 
 def test_the_cpu_has_no_fp8_compute():
@@ -134,12 +132,14 @@ def test_fp8_gemms_match_the_int8_linear_on_the_gpu():
 def test_the_fast_mode_generates_under_mmgp(generator_root):
     if torch.cuda.get_device_capability() < (9, 0):
         pytest.skip("the fast mode's attention needs Hopper or newer")
-    pipe = ScailPipeline.from_model_root(generator_root, torch.device("cuda"), profile=4, attention="fp8", fp8_linear=True)
-    assert attn.current_backend() == "fp8"
-    reference = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    pose = np.random.default_rng(1).integers(0, 256, (5, 64, 64, 3), dtype=np.uint8)
-    frames = pipe.generate(reference, pose, "a dancer", negative_prompt=None, seed=0, steps=2, guidance_scale=5.0,
-                           shift=7.0, sampler="unipc")  # fmt: skip
-    assert frames.shape == (5, 64, 64, 3) and frames.std() > 0
-    pipe.release_job_memory()
-    attn.set_backend("sdpa")
+    try:
+        pipe = ScailPipeline.from_model_root(generator_root, torch.device("cuda"), profile=4, attention="fp8", fp8_linear=True)
+        assert attn.current_backend() == "fp8"
+        reference = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+        pose = np.random.default_rng(1).integers(0, 256, (5, 64, 64, 3), dtype=np.uint8)
+        frames = pipe.generate(reference, pose, "a dancer", negative_prompt=None, seed=0, steps=2, guidance_scale=5.0,
+                               shift=7.0, sampler="unipc")  # fmt: skip
+        assert frames.shape == (5, 64, 64, 3) and frames.std() > 0
+        pipe.release_job_memory()
+    finally:
+        attn.set_backend("sdpa")
