@@ -108,7 +108,8 @@ def profile_options(profile_no: int, *, compile: bool = False, pin_memory: bool 
 
 
 def pins_transformer(profile_no: int, pin_memory: bool | None) -> bool:
-    """Whether mmgp keeps the transformer in page-locked RAM under these options (see `profile_options`)."""
+    """Whether mmgp keeps the transformer in page-locked RAM under these options (see `profile_options`):
+    forced by `pin_memory`, else mmgp's own defaults, where profiles 2 and 4 pin it and 5 pins nothing."""
     return pin_memory if pin_memory is not None else profile_no in (2, 4)
 
 

@@ -131,3 +131,22 @@ def test_streaming_profiles_keep_mmgps_pinning_by_default(profile_no):
 def test_pin_memory_overrides_the_default():
     assert profile_options(1, pin_memory=True)["pinnedMemory"] is True
     assert profile_options(4, pin_memory=False)["pinnedMemory"] is False
+
+
+@pytest.mark.parametrize(
+    ("profile_no", "pin_memory", "expected"),
+    [(1, None, False), (3, None, False), (2, None, True), (4, None, True), (5, None, False), (1, True, True), (4, False, False)],
+)
+def test_the_dit_is_read_into_page_locked_memory_exactly_when_mmgp_would_pin_it(profile_no, pin_memory, expected):
+    assert offload.pins_transformer(profile_no, pin_memory) is expected
+
+
+def test_compiling_makes_inductor_round_to_bf16_where_eager_does(monkeypatch):
+    import torch._inductor.config as inductor_config
+
+    monkeypatch.setattr(mmgp_offload, "profile", lambda modules, profile_no, **kwargs: "handle")
+    monkeypatch.setattr(inductor_config, "emulate_precision_casts", False)
+    setup_offload({"transformer": torch.nn.Linear(2, 2)}, 1)
+    assert inductor_config.emulate_precision_casts is False
+    setup_offload({"transformer": torch.nn.Linear(2, 2)}, 1, compile=True)
+    assert inductor_config.emulate_precision_casts is True
