@@ -36,7 +36,7 @@ def fp8_attention_supported(device: torch.device) -> bool:
 
 @cache
 def fp8_attention_problem(device: torch.device) -> str | None:
-    """None when a small fp8 attention runs on `device` and agrees with bf16 SDPA; else what went wrong."""
+    """None when a small fp8 attention runs on `device` and agrees with float32 attention; else what went wrong."""
     generator = torch.Generator(device).manual_seed(0)
     q, k, v = (torch.randn(1, 256, 2, 128, device=device, dtype=torch.bfloat16, generator=generator) for _ in range(3))
     try:
