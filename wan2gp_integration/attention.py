@@ -3,9 +3,10 @@
 `set_backend(name)` picks one of "sdpa" (PyTorch scaled_dot_product_attention; on CUDA cuDNN first),
 "flash" (flash_attn), "sage" (sageattention), "fp8" (cuDNN's fp8 SDPA through cudnn-frontend, for
 self-attention on Hopper and newer; cross-attention stays on sdpa), "math" (plain PyTorch, the
-reference) or "auto" (sdpa). On an H100 at SCAIL's 48,832 tokens cuDNN attention ran 83 ms per call,
-flash 134 ms, sageattention 1.0.6 106 ms with 1.4% error, and cuDNN fp8 63 ms with 6% error
-(docs/PERFORMANCE.md), so "auto" is sdpa with cuDNN first; the others are opt-in.
+reference) or "auto". On an H100 at SCAIL's 48,832 tokens cuDNN attention ran 83 ms per call,
+flash 134 ms, sageattention 1.0.6 106 ms with 1.4% error, and cuDNN fp8 63 ms with 6% error per call
+but 1.8-1.9% over a whole forward, inside the 2% guard (docs/PERFORMANCE.md). So "auto" is fp8 where
+it runs (Hopper and newer, cudnn-frontend installed, a probe passed) and sdpa with cuDNN first elsewhere.
 """
 
 from __future__ import annotations
