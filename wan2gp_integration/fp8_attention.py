@@ -1,6 +1,7 @@
 """FP8 self-attention through cuDNN's fused SDPA (cudnn-frontend's graph API), on Hopper and newer.
 
-Q, K and V are cast to e4m3 with one scale per tensor; cuDNN runs Q.K^T and P.V on the fp8 tensor
+K and V are centred over the sequence (exact for softmax attention, see `fp8_attention`), then Q, K and V
+are cast to e4m3 with one scale per tensor; cuDNN runs Q.K^T and P.V on the fp8 tensor
 cores (P quantised with the fixed scale 448, P lying in [0, 1]). On Hopper cuDNN writes O only in
 e4m3 (bf16 output is Blackwell-only): O is a convex combination of V's rows, so |O| <= max|V| and V's
 scale serves O too. One cuDNN graph is built per shape and kept.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+from collections.abc import Callable
 from functools import cache, lru_cache
 
 import torch
@@ -118,7 +120,25 @@ def to_e4m3(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return (x * (E4M3_MAX / amax)).to(E4M3).contiguous(), (amax / E4M3_MAX).reshape(1, 1, 1, 1)
 
 
-def fp8_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Softmax attention without mask: q, k, v [B, N, H, D] bf16 on CUDA -> [B, N, H, D] bf16."""
+def e4m3_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """cuDNN's fp8 attention as it is: q, k, v [B, N, H, D] on CUDA -> [B, N, H, D] float32."""
     (q8, dq), (k8, dk), (v8, dv) = to_e4m3(q), to_e4m3(k), to_e4m3(v)
-    return cudnn_sdpa_fp8(q8, k8, v8, dq, dk, dv).to(q.dtype) * dv.reshape(())
+    return cudnn_sdpa_fp8(q8, k8, v8, dq, dk, dv).float() * dv.reshape(())
+
+
+def centred(attend: Callable[..., torch.Tensor], q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """attend(q, k - mean(k), v - mean(v)) + mean(v), means over the sequence (dim 1 of [B, N, H, D]), in float32.
+
+    The same as attend(q, k, v) for softmax attention: a vector taken off every key shifts each query's
+    logits by one constant, which softmax ignores, and each row of P sums to 1, so P (V - m) + m = P V.
+    What it changes is what a low-precision `attend` must hold: the parts every token shares (the
+    modulation's shift reaches every k and v) no longer spend e4m3's 3 mantissa bits, in V and in O.
+    """
+    k = k.float() - k.float().mean(dim=1, keepdim=True)
+    v_mean = v.float().mean(dim=1, keepdim=True)
+    return attend(q, k, v.float() - v_mean) + v_mean
+
+
+def fp8_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Softmax attention without mask in e4m3, K and V centred: q, k, v [B, N, H, D] bf16 on CUDA -> bf16."""
+    return centred(e4m3_attention, q, k, v).to(q.dtype)
