@@ -98,7 +98,7 @@ class Engine:
             attention=settings.attention,
             compile=settings.compile,
             pin_memory=settings.pin_memory,
-            fp8_linear=settings.fp8_linear,
+            gemm=settings.gemm,
         )
         log.info("engine loaded from %s on %s in %.1f s", root, device, time.perf_counter() - started)
         return cls(settings, pose_maker, pipeline, device=device, multi_person=multi_person)

@@ -6,7 +6,7 @@
 | `SCAIL_DEVICE` | `auto` | `auto` (CUDA when usable, else CPU), `cuda`, `cuda:N` or `cpu` |
 | `SCAIL_OFFLOAD_PROFILE` | `auto` | mmgp offload profile 1..5; `auto` chooses from VRAM and RAM |
 | `SCAIL_ATTENTION` | `auto` | attention backend: `auto` (`fp8` where it runs, else `sdpa`), `sdpa` (bf16, cuDNN first), `fp8` (cuDNN fp8 self-attention on Hopper and newer), `flash`, `sage`, `math` |
-| `SCAIL_FP8_LINEAR` | `0` | compute the DiT blocks' int8 Linears as fp8 GEMMs (Ada/Hopper+; faster, ~2.4% deviation from bf16 over a forward) |
+| `SCAIL_GEMM` | `auto` | how the DiT blocks' int8 Linears compute: `auto` (= `bf16` for now), `bf16` (quanto: dequantise, bf16 GEMM), `int8` (int8 x int8 GEMMs in Triton, Ampere+; experimental: slower inside the engine so far), `fp8` (e4m3 GEMMs, Ada/Hopper+; ~12% faster per step, over the 2% fidelity guard) |
 | `SCAIL_COMPILE` | `auto` | torch.compile the DiT blocks on CUDA (`auto` = on; `0` for eager; the first job per shape compiles) |
 | `SCAIL_PIN_MEMORY` | `auto` | pin weights in host RAM (`auto`: only for the streaming profiles 2, 4, 5 as mmgp does; off for 1 and 3, which starts 40 s faster) |
 | `BUCKET_ENDPOINT_URL` | unset | S3-compatible endpoint; with the key pair it enables uploads |
@@ -40,6 +40,7 @@ from pathlib import Path
 
 _MAX_PRESIGN_S = 7 * 24 * 3600  # the S3 limit of a SigV4 presigned URL
 _OFFLOAD_PROFILES = (1, 5)  # mmgp's profiles, wan2gp_integration.offload.PROFILE_NAMES
+_GEMM_MODES = ("auto", "bf16", "int8", "fp8")  # "auto" and wan2gp_integration.gemm.GEMM_MODES
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ class Settings:
     attention: str
     compile: bool | None
     pin_memory: bool | None
-    fp8_linear: bool
+    gemm: str
     bucket: BucketSettings | None
     url_expiry_s: int
     max_download_bytes: int
@@ -101,7 +102,7 @@ class Settings:
             attention=env.get("SCAIL_ATTENTION", "auto").strip().lower() or "auto",
             compile=reader.optional_flag("SCAIL_COMPILE"),
             pin_memory=reader.optional_flag("SCAIL_PIN_MEMORY"),
-            fp8_linear=reader.flag("SCAIL_FP8_LINEAR"),
+            gemm=reader.choice("SCAIL_GEMM", "auto", _GEMM_MODES),
             bucket=bucket,
             url_expiry_s=reader.integer("SCAIL_URL_EXPIRY_S", 86400, 1, _MAX_PRESIGN_S),
             max_download_bytes=reader.integer("SCAIL_MAX_DOWNLOAD_BYTES", 512 << 20, 1),
@@ -160,6 +161,13 @@ class _Reader:
         if raw in ("0", "false", "no", "off"):
             return False
         raise ValueError(f"environment variable {name}={raw!r} must be 1/0, true/false, yes/no or on/off")
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        """The variable lower-cased (or `default` when unset), one of `choices`."""
+        value = (self._raw(name) or default).lower()
+        if value not in choices:
+            raise ValueError(f"environment variable {name}={value!r} must be one of {', '.join(choices)}")
+        return value
 
     def optional_flag(self, name: str) -> bool | None:
         """None for unset or `auto`, else the flag's value."""

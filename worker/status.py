@@ -15,6 +15,7 @@ import torch
 
 from wan2gp_integration import offload
 from wan2gp_integration.attention import current_backend, resolve_backend
+from wan2gp_integration.gemm import resolve_gemm
 from worker.engine import Engine, choose_device
 from worker.media import ffmpeg_version
 from worker.preflight import GIB, volume_checks
@@ -94,6 +95,7 @@ def _engine(settings: Settings, engine: Engine | None) -> dict:
         "offload_profile": _profile(settings, device),
         # Once loaded, the backend in use (a missing package falls back); before, what the setting resolves to.
         "attention": current_backend() if engine is not None else _attention(settings.attention, device),
+        "gemm": engine.pipeline.gemm if engine is not None else _gemm(settings, device),
         "multi_person": engine is not None and engine.multi_person,
         "self_test": settings.self_test,
     }
@@ -112,6 +114,11 @@ def _attention(name: str, device: torch.device) -> str:
         return resolve_backend(name, device)
     except ValueError as exc:
         return f"invalid: {exc}"
+
+
+def _gemm(settings: Settings, device: torch.device) -> str:
+    """The GEMM mode a load would use for the blocks' int8 Linears (wan2gp_integration.gemm)."""
+    return resolve_gemm(settings.gemm, device)
 
 
 def _output(settings: Settings) -> dict:

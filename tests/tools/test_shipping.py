@@ -88,6 +88,12 @@ def test_hub_json_names_only_attention_backends_the_worker_accepts(hub_env):
         resolve_backend(name.strip())
 
 
+def test_hub_json_names_only_gemm_modes_the_worker_accepts(hub_env):
+    description = re.sub(r"\(.*?\)", "", hub_env["SCAIL_GEMM"]["description"]).rstrip(".")
+    for name in re.split(r",\s*|\s+or\s+", description):
+        Settings.from_env({"SCAIL_GEMM": name.strip()})
+
+
 def test_docker_context_holds_every_first_party_package():
     packages = [p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file() and p.name not in NOT_SHIPPED]
     assert packages, "no package found at the repository root"

@@ -36,6 +36,7 @@ class StandInPipeline:
         self.steps_done = 0
         self.released = 0
         self.started = threading.Event()
+        self.gemm = "bf16"
 
     def generate(self, reference, pose_frames, prompt, *, callback=None, **settings):
         self.calls.append({"reference": reference, "pose_frames": pose_frames, "prompt": prompt, **settings})

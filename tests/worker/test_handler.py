@@ -220,6 +220,7 @@ def test_status_job_answers_without_generating(served):
     report = run(handler, {"action": "status"})
     assert report["status"] == "ready"
     assert report["engine"]["loaded"] is True and report["engine"]["warm"] is False
+    assert report["engine"]["gemm"] == "bf16"
     assert report["versions"]["runpod"] and report["host"]["ram_total_gib"] > 0
     assert any(entry["file"].endswith(".safetensors") and entry["problem"] == "missing" for entry in report["volume"]["files"])
     assert pipeline.calls == []

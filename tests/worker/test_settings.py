@@ -72,11 +72,12 @@ def test_a_malformed_compile_flag_names_the_variable():
         Settings.from_env({"SCAIL_COMPILE": "maybe"})
 
 
-@pytest.mark.parametrize(("env", "expected"), [({}, False), ({"SCAIL_FP8_LINEAR": "1"}, True), ({"SCAIL_FP8_LINEAR": "0"}, False)])
-def test_fp8_linears_are_off_unless_asked_for(env, expected):
-    assert Settings.from_env(env).fp8_linear is expected
+@pytest.mark.parametrize(("env", "expected"), [({}, "auto"), ({"SCAIL_GEMM": " INT8 "}, "int8"), ({"SCAIL_GEMM": "fp8"}, "fp8"),
+                                             ({"SCAIL_GEMM": "bf16"}, "bf16")])  # fmt: skip
+def test_the_gemm_mode_is_auto_unless_one_is_named(env, expected):
+    assert Settings.from_env(env).gemm == expected
 
 
-def test_a_malformed_fp8_linear_flag_names_the_variable():
-    with pytest.raises(ValueError, match="SCAIL_FP8_LINEAR"):
-        Settings.from_env({"SCAIL_FP8_LINEAR": "fast"})
+def test_an_unknown_gemm_mode_names_the_variable_and_the_choices():
+    with pytest.raises(ValueError, match="SCAIL_GEMM.*auto, bf16, int8, fp8"):
+        Settings.from_env({"SCAIL_GEMM": "fast"})
