@@ -12,6 +12,7 @@ One generation, in Wan's normalised latent space (16 channels, 4x8x8 compression
 from __future__ import annotations
 
 import gc
+import importlib
 import logging
 import time
 import traceback
@@ -30,7 +31,7 @@ from wan2gp_integration.attention import resolve_backend, set_backend
 from wan2gp_integration.clip import ClipVisionEncoder
 from wan2gp_integration.dit import ScailDiT
 from wan2gp_integration.files import CLIP_FILE, DIT_FILE, UMT5_DIR, UMT5_FILE, VAE_FILE, require_generator_files
-from wan2gp_integration.fp8 import fp8_supported, use_fp8_linears
+from wan2gp_integration.gemm import resolve_gemm, use_gemm
 from wan2gp_integration.loading import load_dit
 from wan2gp_integration.offload import pins_transformer, resolve_profile, setup_offload
 from wan2gp_integration.presets import WAN_NEGATIVE_PROMPT
@@ -70,6 +71,7 @@ class ScailPipeline:
         device: torch.device,
         dtype: torch.dtype,
         offload_handle: object | None = None,
+        gemm: str = "bf16",
     ):
         self.dit = dit
         self.text_encoder = text_encoder
@@ -78,6 +80,7 @@ class ScailPipeline:
         self.device = device
         self.dtype = dtype
         self._offload_handle = offload_handle  # mmgp's hooks live as long as this reference
+        self.gemm = gemm  # how the DiT blocks' int8 Linears compute (wan2gp_integration.gemm.GEMM_MODES)
         self.last_timings: dict[str, float] = {}
 
     @classmethod
@@ -90,17 +93,19 @@ class ScailPipeline:
         attention: str = "auto",
         compile: bool | None = None,
         pin_memory: bool | None = None,
-        fp8_linear: bool = False,
+        gemm: str = "auto",
     ) -> ScailPipeline:
         """Check every generator file under `root`, then load them. CUDA: bfloat16 under mmgp `profile`
         (chosen from VRAM and RAM when None), the DiT's blocks compiled unless `compile` is False;
-        `pin_memory` overrides the profile's pinning; `fp8_linear` computes the blocks' int8 Linears
-        as e4m3 GEMMs where the GPU has fp8 tensor cores. CPU: float32, resident, eager."""
+        `pin_memory` overrides the profile's pinning; `gemm` says how the blocks' int8 Linears compute
+        (wan2gp_integration.gemm: auto, bf16, int8, fp8). CPU: float32, resident, eager, bf16-mode GEMMs."""
         root, device = Path(root), torch.device(device)
         started = time.perf_counter()
         require_generator_files(root)
         resolve_backend(attention)  # an unknown backend fails now, not after the loads
         offloaded = device.type == "cuda"
+        compiled = offloaded and compile is not False
+        gemm_mode = resolve_gemm(gemm, device)
         dtype = torch.bfloat16 if offloaded else torch.float32
         # Under mmgp the weights start in RAM and mmgp moves them; the wrappers still send inputs to `device`.
         load_device = torch.device("cpu") if offloaded else device
@@ -111,18 +116,15 @@ class ScailPipeline:
         # CPU builds tensors (a cold start is mostly these reads).
         with ThreadPoolExecutor(max_workers=5, thread_name_prefix="load") as pool:
             # CUDA's context, library handles and the attention backend's probe get ready meanwhile.
-            backend = pool.submit(_start_device, device, attention)
+            backend = pool.submit(_start_device, device, attention, compiled)
             dit = pool.submit(load_dit, root / DIT_FILE, load_device, dtype, pinned=pinned)
             text_encoder = pool.submit(TextEncoder.from_files, root / UMT5_FILE, root / UMT5_DIR, load_device, dtype)
             clip = pool.submit(ClipVisionEncoder.from_file, root / CLIP_FILE, load_device, dtype)
             vae = pool.submit(WanVAE.from_file, root / VAE_FILE, load_device, dtype)
             dit, text_encoder, clip, vae = dit.result(), text_encoder.result(), clip.result(), vae.result()
             backend.result()
-        if fp8_linear:
-            if fp8_supported(device):
-                use_fp8_linears(dit)
-            else:
-                log.warning("fp8 Linears asked for, but %s has no fp8 tensor cores; keeping int8 -> bf16", device)
+        if gemm_mode != "bf16":
+            use_gemm(dit, gemm_mode)
         handle = None
         if offloaded:
             text_encoder = TextEncoder(text_encoder.model, text_encoder.tokenizer, device)
@@ -130,10 +132,9 @@ class ScailPipeline:
             vae = WanVAE(vae.model, device, dtype)
             vae.model._offload_hooks = ["encode", "decode"]  # mmgp loads the VAE on these, not on forward
             modules = {"transformer": dit, "text_encoder": text_encoder.model, "clip": clip.model, "vae": vae.model}
-            handle = setup_offload(modules, profile_no, compile=compile is not False,
-                                   pin_memory=pin_memory)  # fmt: skip
+            handle = setup_offload(modules, profile_no, compile=compiled, pin_memory=pin_memory)
         log.info("generator loaded from %s on %s (%s) in %.1f s", root, device, dtype, time.perf_counter() - started)
-        return cls(dit, text_encoder, clip, vae, device, dtype, handle)
+        return cls(dit, text_encoder, clip, vae, device, dtype, handle, gemm_mode)
 
     def generate(
         self,
@@ -227,6 +228,7 @@ class ScailPipeline:
             clip_tokens=clip_tokens.expand(batch, -1, -1),
         )
 
+    @torch.no_grad()  # the encoders run under inference_mode; the DiT's loop records no autograd graph either
     def _denoise(
         self,
         latents: torch.Tensor,
@@ -268,11 +270,17 @@ def _to_unit_range(pixels: torch.Tensor) -> torch.Tensor:
     return pixels.float() / 127.5 - 1.0
 
 
-def _start_device(device: torch.device, attention: str) -> str:
-    """Create the CUDA context and cuBLAS handle (seconds on a cold GPU), then choose the attention backend."""
+def _start_device(device: torch.device, attention: str, compiled: bool) -> str:
+    """Create the CUDA context and cuBLAS handle (seconds on a cold GPU), import the compiler when the
+    blocks will be compiled, then choose the attention backend."""
     if device.type == "cuda":
         probe = torch.ones(16, 16, device=device)
         (probe @ probe).sum().item()
+    if compiled:
+        # mmgp's setup would otherwise import dynamo and inductor after the reads: ~4 s of a cold start
+        # on the H100 host (docs/PERFORMANCE.md), here hidden behind the reads.
+        importlib.import_module("torch._dynamo")
+        importlib.import_module("torch._inductor.compile_fx")
     return set_backend(attention, device)
 
 

@@ -318,3 +318,20 @@ def test_cuda_generation_under_mmgp_is_reproducible_and_keeps_the_default_device
     assert first.shape == (FRAMES, HEIGHT, WIDTH, 3) and first.dtype == np.uint8
     np.testing.assert_array_equal(run(cuda, inputs), first)
     cuda.release_job_memory()
+
+
+def test_the_denoising_loop_records_no_autograd_graph(generator_root, monkeypatch):
+    pipe = ScailPipeline.from_model_root(generator_root, torch.device("cpu"))
+    grad_modes = []
+    forward = pipe.dit.forward
+
+    def spy(*args, **kwargs):
+        grad_modes.append(torch.is_grad_enabled())
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(pipe, "dit", spy)
+    reference = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    pose = np.random.default_rng(1).integers(0, 256, (5, 64, 64, 3), dtype=np.uint8)
+    pipe.generate(reference, pose, "a dancer", negative_prompt=None, seed=0, steps=2, guidance_scale=5.0, shift=7.0,
+                  sampler="unipc")  # fmt: skip
+    assert grad_modes == [False, False]
