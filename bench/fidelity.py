@@ -48,16 +48,18 @@ def measure(name: str, model, inputs, reference: torch.Tensor | None, repeat: in
     return row, out
 
 
-# name -> (label, fp8 Linears, attention backend, inductor rounds to bf16 where eager does) of the
-# compiled int8 variants
+# name -> (label, GEMM mode of the int8 Linears, attention backend, inductor rounds to bf16 where eager
+# does) of the compiled int8 variants
 COMPILED_VARIANTS = {
-    "int8-compile": ("int8 quanto + torch.compile(blocks) (default)", False, "sdpa", False),
-    "fp8-linear": ("fp8 e4m3 linears + compile", True, "sdpa", False),
-    "fp8-attention": ("int8 + cuDNN fp8 attention + compile", False, "fp8", False),
-    "fast": ("fp8 linears + cuDNN fp8 attention + compile (fast mode)", True, "fp8", False),
-    "int8-compile-emulate": ("int8 + compile, eager's bf16 roundings", False, "sdpa", True),
-    "fp8-attention-emulate": ("int8 + cuDNN fp8 attention + compile, eager's bf16 roundings", False, "fp8", True),
-    "fast-emulate": ("fast mode, eager's bf16 roundings", True, "fp8", True),
+    "int8-compile": ("int8 quanto + torch.compile(blocks)", "bf16", "sdpa", False),
+    "fp8-linear": ("fp8 e4m3 linears + compile", "fp8", "sdpa", False),
+    "fp8-attention": ("int8 + cuDNN fp8 attention + compile", "bf16", "fp8", False),
+    "fast": ("fp8 linears + cuDNN fp8 attention + compile", "fp8", "fp8", False),
+    "int8-compile-emulate": ("int8 + compile, eager's bf16 roundings", "bf16", "sdpa", True),
+    "fp8-attention-emulate": ("int8 + cuDNN fp8 attention + compile, eager's bf16 roundings", "bf16", "fp8", True),
+    "fast-emulate": ("fp8 GEMMs + fp8 attention, eager's bf16 roundings", "fp8", "fp8", True),
+    "int8-gemm-emulate": ("int8 GEMMs + compile, eager's bf16 roundings", "int8", "sdpa", True),
+    "int8-gemm-fp8-attention-emulate": ("int8 GEMMs + cuDNN fp8 attention, eager's bf16 roundings", "int8", "fp8", True),
 }
 VARIANTS = ("bf16-compile", "int8-eager", *COMPILED_VARIANTS)
 
@@ -67,7 +69,7 @@ def run(args) -> dict:
     from wan2gp_integration import attention
     from wan2gp_integration.dit import DiTConfig, ScailDiT
     from wan2gp_integration.files import DIT_FILE
-    from wan2gp_integration.fp8 import use_fp8_linears
+    from wan2gp_integration.gemm import use_gemm
     from wan2gp_integration.loading import load_dit
 
     chosen = args.variants.split(",") if args.variants else list(VARIANTS)
@@ -96,13 +98,10 @@ def run(args) -> dict:
     for block in model.blocks:  # what mmgp's compile=["transformer"] does to each block
         block.compile()
     for key in (key for key in COMPILED_VARIANTS if key in chosen):
-        name, fp8_linear, backend, emulate = COMPILED_VARIANTS[key]
+        name, gemm, backend, emulate = COMPILED_VARIANTS[key]
         torch._dynamo.reset()  # each variant compiles afresh
         torch._inductor.config.emulate_precision_casts = emulate
-        for module in model.modules():
-            module.__dict__.pop("forward", None)  # back to quanto's own forward
-        if fp8_linear:
-            use_fp8_linears(model)
+        use_gemm(model, gemm)
         attention.set_backend(backend, torch.device("cuda"))
         try:
             rows.append(measure(name, model, inputs, reference)[0])

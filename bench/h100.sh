@@ -28,12 +28,23 @@ for stage in "$@"; do
     fidelity) python3 -m bench.run fidelity --volume "$volume" --out "$out/bench-fidelity.json" ;;
     fidelity-8bit) python3 -m bench.run fidelity --volume "$volume" --variants int8-compile,fp8-linear,fp8-attention,fast --out "$out/bench-fidelity-8bit.json" ;;
     fidelity-emulate) python3 -m bench.run fidelity --volume "$volume" --variants int8-compile-emulate,fp8-attention-emulate,fast-emulate --out "$out/bench-fidelity-emulate.json" ;;
+    fidelity-int8) python3 -m bench.run fidelity --volume "$volume" --variants int8-compile-emulate,int8-gemm-emulate,fp8-attention-emulate,int8-gemm-fp8-attention-emulate --out "$out/bench-fidelity-int8.json" ;;
+    fidelity-int8-fp8) python3 -m bench.run fidelity --volume "$volume" --variants int8-gemm-fp8-attention-emulate --out "$out/bench-fidelity-int8-fp8.json" ;;
+    fidelity-default) python3 -m bench.run fidelity --volume "$volume" --variants fp8-attention-emulate,int8-gemm-fp8-attention-emulate --out "$out/bench-fidelity-default.json" ;;
+    dit-mmgp-int8) python3 -m bench.dit_under_mmgp --volume "$volume" --gemm int8 --out "$out/bench-dit-mmgp-int8.json" ;;
+    dit-mmgp-bf16) python3 -m bench.dit_under_mmgp --volume "$volume" --gemm bf16 --out "$out/bench-dit-mmgp-bf16.json" ;;
+    engine1-int8) python3 -m bench.run engine --volume "$volume" --profile 1 --gemm int8 --out "$out/bench-engine1-int8.json" ;;
+    read-probe) python3 -m bench.read_probe --volume "$volume" --out "$out/bench-read-probe.json" ;;
+    engine1-bf16gemm) python3 -m bench.run engine --volume "$volume" --profile 1 --gemm bf16 --out "$out/bench-engine1-bf16gemm.json" ;;
     fidelity-seeds) for st in "1 300" "2 950"; do set -- $st
         python3 -m bench.run fidelity --volume "$volume" --variants fp8-attention-emulate --seed "$1" --timestep "$2" --out "$out/bench-fidelity-seed$1.json"; done ;;
     gpu-tests) python3 -m pytest -q -m gpu tests/wan2gp_integration tests/pose/test_renderer.py -o addopts="" -W ignore ;;
-    engine1-fast) python3 -m bench.run engine --volume "$volume" --profile 1 --attention fp8 --fp8-linear --out "$out/bench-engine1-fast.json" ;;
-    engine4-fast) python3 -m bench.run engine --volume "$volume" --profile 4 --attention fp8 --fp8-linear --out "$out/bench-engine4-fast.json" ;;
+    gpu-tests-8bit) python3 -m pytest -q -m gpu tests/wan2gp_integration/test_int8_gemm.py tests/wan2gp_integration/test_8bit.py -o addopts="" -W ignore ;;
+    engine1-fast) python3 -m bench.run engine --volume "$volume" --profile 1 --attention fp8 --gemm fp8 --out "$out/bench-engine1-fast.json" ;;
+    engine4-fast) python3 -m bench.run engine --volume "$volume" --profile 4 --attention fp8 --gemm fp8 --out "$out/bench-engine4-fast.json" ;;
     sweep)    python3 -m bench.attention_sweep --out "$out/bench-sweep.json" ;;
+    sweep-gemm) python3 -m bench.attention_sweep --skip-attention --out "$out/bench-sweep-gemm.json" ;;
+    sweep-attention) python3 -m bench.attention_sweep --skip-linear --out "$out/bench-sweep-attention.json" ;;
     pose)     python3 -m bench.pose_bench --volume "$volume" --out "$out/bench-pose.json" ;;
     *) echo "unknown stage $stage" >&2; exit 2 ;;
   esac

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from bench.measure import rel_error, time_cuda
-from wan2gp_integration.fp8 import use_fp8_linears
+from wan2gp_integration.gemm import use_gemm
 
 TOKENS = 48_832
 LINEAR_SHAPES = [(5120, 5120), (5120, 13824), (13824, 5120)]  # (in, out) of q/k/v/o, ffn.0, ffn.2
@@ -37,7 +37,7 @@ def linear_variants(tokens: int = TOKENS) -> list[dict]:
         variants = {"bf16": linear}
         variants["quanto-int8"] = quanto_int8(linear)
         variants["fp8"] = quanto_int8(linear)
-        use_fp8_linears(variants["fp8"], prefix="")
+        use_gemm(variants["fp8"], "fp8", prefix="")
         for name, layer in variants.items():
             timing = time_cuda(lambda layer=layer, x=x: layer(x), warmup=3, repeat=10)
             rows.append(

@@ -77,7 +77,7 @@ def cmd_engine(args) -> dict:
 
     files = generator_files(args.volume)
     result: dict = {"profile": args.profile, "attention": args.attention, "compile": args.compile,
-                    "pin_memory": args.pin_memory, "fp8_linear": args.fp8_linear}  # fmt: skip
+                    "pin_memory": args.pin_memory, "gemm": args.gemm}  # fmt: skip
     if drop_page_cache():
         result["sequential_read_s"], read_bytes = sequential_read_seconds(files)
         result["weights_gib"] = read_bytes / GIB
@@ -87,7 +87,7 @@ def cmd_engine(args) -> dict:
     started = time.perf_counter()
     pipeline = ScailPipeline.from_model_root(args.volume, torch.device("cuda"), profile=args.profile,
                                              attention=args.attention, compile=args.compile,
-                                             pin_memory=args.pin_memory, fp8_linear=args.fp8_linear)  # fmt: skip
+                                             pin_memory=args.pin_memory, gemm=args.gemm)  # fmt: skip
     result["cold_start_s"] = time.perf_counter() - started
     if "sequential_read_s" in result:
         result["cold_start_over_read"] = result["cold_start_s"] / result["sequential_read_s"]
@@ -133,7 +133,9 @@ def profile_offload_setup(top: int = 30) -> list[str]:
             return profiler.runcall(original, *args, **kwargs)
         finally:
             text = io.StringIO()
-            pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(top)
+            stats = pstats.Stats(profiler, stream=text)
+            stats.sort_stats("cumulative").print_stats(top)
+            stats.sort_stats("tottime").print_stats(top)
             lines.extend(line for line in text.getvalue().splitlines() if line.strip())
 
     pipeline.setup_offload = profiled
@@ -190,7 +192,7 @@ def main() -> None:
     tri_state = {"auto": None, "on": True, "off": False}
     parser.add_argument("--compile", choices=tri_state, default="auto")
     parser.add_argument("--pin-memory", choices=tri_state, default="auto")
-    parser.add_argument("--fp8-linear", action="store_true", help="e4m3 GEMMs for the blocks' int8 Linears")
+    parser.add_argument("--gemm", default="auto", help="how the blocks' int8 Linears compute: auto, bf16, int8, fp8")
     parser.add_argument("--profile-setup", action="store_true", help="cProfile mmgp's setup (inflates cold start)")
     parser.add_argument("--variants", help="fidelity: comma-separated subset of bench.fidelity.VARIANTS")
     parser.add_argument("--seed", type=int, default=0, help="fidelity: seed of the random DiT inputs")
