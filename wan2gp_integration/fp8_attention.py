@@ -134,9 +134,9 @@ def centred(attend: Callable[..., torch.Tensor], q: torch.Tensor, k: torch.Tenso
     What it changes is what a low-precision `attend` must hold: the parts every token shares (the
     modulation's shift reaches every k and v) no longer spend e4m3's 3 mantissa bits, in V and in O.
     """
-    k = k.float() - k.float().mean(dim=1, keepdim=True)
-    v_mean = v.float().mean(dim=1, keepdim=True)
-    return attend(q, k, v.float() - v_mean) + v_mean
+    k, v = k.float(), v.float()
+    v_mean = v.mean(dim=1, keepdim=True)
+    return attend(q, k - k.mean(dim=1, keepdim=True), v - v_mean) + v_mean
 
 
 def fp8_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

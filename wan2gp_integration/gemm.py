@@ -99,7 +99,8 @@ def is_int8_linear(module: nn.Module) -> bool:
 
 def use_gemm(model: nn.Module, mode: str, prefix: str = "blocks.") -> int:
     """Compute every int8 Linear under `prefix` in `mode` from now on ("bf16" restores quanto's own
-    forward); returns how many layers it set. The weights are untouched."""
+    forward); returns how many layers it set. The weights are untouched. Call it before handing the
+    model to mmgp, which wraps each module's forward as it finds it."""
     if mode not in GEMM_MODES:
         raise ValueError(f"GEMM mode must be one of {', '.join(GEMM_MODES)}, got {mode!r}")
     count = 0

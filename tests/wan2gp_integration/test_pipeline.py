@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import gc
+import os
+import subprocess
+import sys
 import time
 import weakref
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -335,3 +339,21 @@ def test_the_denoising_loop_records_no_autograd_graph(generator_root, monkeypatc
     pipe.generate(reference, pose, "a dancer", negative_prompt=None, seed=0, steps=2, guidance_scale=5.0, shift=7.0,
                   sampler="unipc")  # fmt: skip
     assert grad_modes == [False, False]
+
+
+# Runs in a fresh interpreter: whether the compiler is imported depends on what ran before in this one.
+_IMPORTS_COMPILER = """
+import sys, torch
+from wan2gp_integration.pipeline import _start_device
+_start_device(torch.device("cpu"), "sdpa", compiled=sys.argv[1] == "1")
+print("torch._inductor.compile_fx" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize(("compiled", "imported"), [(True, "True"), (False, "False")])
+def test_the_device_thread_imports_the_compiler_only_when_the_blocks_will_be_compiled(compiled, imported):
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", _IMPORTS_COMPILER, "1" if compiled else "0"], cwd=root,
+                          env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == imported
