@@ -32,6 +32,7 @@ for stage in "$@"; do
     fidelity-int8-fp8) python3 -m bench.run fidelity --volume "$volume" --variants int8-gemm-fp8-attention-emulate --out "$out/bench-fidelity-int8-fp8.json" ;;
     fidelity-default) python3 -m bench.run fidelity --volume "$volume" --variants fp8-attention-emulate,int8-gemm-fp8-attention-emulate --out "$out/bench-fidelity-default.json" ;;
     dit-mmgp-int8) python3 -m bench.dit_under_mmgp --volume "$volume" --gemm int8 --out "$out/bench-dit-mmgp-int8.json" ;;
+    dit-mmgp-int8-own) python3 -m bench.dit_under_mmgp --volume "$volume" --gemm int8 --own-compile --out "$out/bench-dit-mmgp-int8-own.json" ;;
     dit-mmgp-bf16) python3 -m bench.dit_under_mmgp --volume "$volume" --gemm bf16 --out "$out/bench-dit-mmgp-bf16.json" ;;
     engine1-int8) python3 -m bench.run engine --volume "$volume" --profile 1 --gemm int8 --out "$out/bench-engine1-int8.json" ;;
     read-probe) python3 -m bench.read_probe --volume "$volume" --out "$out/bench-read-probe.json" ;;
