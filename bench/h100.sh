@@ -36,7 +36,6 @@ for stage in "$@"; do
     dit-mmgp-bf16) python3 -m bench.dit_under_mmgp --volume "$volume" --gemm bf16 --out "$out/bench-dit-mmgp-bf16.json" ;;
     engine1-int8) python3 -m bench.run engine --volume "$volume" --profile 1 --gemm int8 --out "$out/bench-engine1-int8.json" ;;
     read-probe) python3 -m bench.read_probe --volume "$volume" --out "$out/bench-read-probe.json" ;;
-    engine1-bf16gemm) python3 -m bench.run engine --volume "$volume" --profile 1 --gemm bf16 --out "$out/bench-engine1-bf16gemm.json" ;;
     fidelity-seeds) for st in "1 300" "2 950"; do set -- $st
         python3 -m bench.run fidelity --volume "$volume" --variants fp8-attention-emulate --seed "$1" --timestep "$2" --out "$out/bench-fidelity-seed$1.json"; done ;;
     gpu-tests) python3 -m pytest -q -m gpu tests/wan2gp_integration tests/pose/test_renderer.py -o addopts="" -W ignore ;;
