@@ -59,10 +59,10 @@ def attention_rows(batch: int, tokens: int, heads: int = 40, head_dim: int = 128
 
 
 @torch.inference_mode()
-def linear_rows(tokens: int, modes: tuple[str, ...] = ("bf16", "int8", "fp8")) -> list[dict]:
+def linear_rows(tokens: int) -> list[dict]:
     """quanto int8 Linears computed as bf16, int8 and fp8 GEMMs, compiled, on the DiT's three GEMM
     shapes, against float64 products of the int8 weights."""
-    from wan2gp_integration.gemm import use_gemm
+    from wan2gp_integration.gemm import GEMM_MODES, use_gemm
 
     rows = []
     for in_f, out_f in LINEAR_SHAPES:
@@ -72,7 +72,7 @@ def linear_rows(tokens: int, modes: tuple[str, ...] = ("bf16", "int8", "fp8")) -
         layer = quanto_int8(bf16)
         weight = layer[0].weight
         reference = F.linear(x.double(), weight._data.double() * weight._scale.double(), layer[0].bias.double())
-        for mode in modes:
+        for mode in GEMM_MODES:
             use_gemm(layer, mode, prefix="")
             torch._dynamo.reset()
             fn = torch.compile(layer)
