@@ -49,16 +49,31 @@ def main() -> None:
         return dit(inputs["x"], inputs["pose"], t, inputs["context"], inputs["clip_tokens"])
 
     result = {"gemm": args.gemm, "profile": args.profile, "own_compile": args.own_compile}
-    result["first_s"] = time_cuda(forward, warmup=0, repeat=1).median
-    result["grad_mode_s"] = time_cuda(forward, warmup=0, repeat=2).samples
+
+    def note(key: str, value) -> None:  # logged as measured: a stage cut off by its time limit keeps what it saw
+        result[key] = value
+        log.info("%s: %s (dynamo so far: %s)", key, value, dynamo_counts())
+
+    note("first_s", time_cuda(forward, warmup=0, repeat=1).median)
+    note("grad_mode_s", time_cuda(forward, warmup=0, repeat=2).samples)
     with torch.inference_mode():
-        result["inference_mode_s"] = time_cuda(forward, warmup=1, repeat=2).samples
+        note("inference_mode_s", time_cuda(forward, warmup=1, repeat=2).samples)
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
             forward()
             torch.cuda.synchronize()
     result["top_kernels"] = prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=12).splitlines()
+    result["dynamo"] = dynamo_counts()
     del handle
     report(result, args.out)
+
+
+def dynamo_counts() -> dict:
+    """How many frames dynamo compiled, graphs it made and breaks it met: many more than blocks means the
+    compiled blocks were cut into pieces (each piece beyond the recompile limits runs eager)."""
+    from torch._dynamo.utils import counters
+
+    return {"frames": dict(counters["frames"]), "stats": dict(counters["stats"]),
+            "graph_breaks": sum(counters["graph_break"].values()), "recompiles": sum(counters["recompiles"].values())}
 
 
 if __name__ == "__main__":

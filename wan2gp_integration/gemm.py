@@ -26,9 +26,9 @@ import torch
 from torch import nn
 
 try:
-    from wan2gp_integration.int8_gemm import int8_gemm
+    from wan2gp_integration import int8_gemm as int8_kernels
 except ImportError:  # no Triton: the CUDA int8 mode is unavailable (gemm_problem says so)
-    int8_gemm = None
+    int8_kernels = None
 
 log = logging.getLogger(__name__)
 
@@ -46,17 +46,36 @@ def _row_absmax(rows: torch.Tensor) -> torch.Tensor:
 
 def int8_linear(x: torch.Tensor, weight_int8: torch.Tensor, weight_scale: torch.Tensor,
                 bias: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
-    """x W^T + b as an int8 GEMM: x [..., in] bf16, weight_int8 [out, in], weight_scale [out, 1] -> [..., out] bf16."""
+    """x W^T + b as an int8 GEMM: x [..., in], weight_int8 [out, in], weight_scale [out, 1] -> [..., out] in x's dtype."""
     rows = x.reshape(-1, x.shape[-1])
-    amax = _row_absmax(rows)
-    rows_int8 = torch.round(rows * (INT8_MAX / amax)).to(torch.int8)  # |value| <= 127 by construction
-    row_scale, column_scale = amax / INT8_MAX, weight_scale.float()
-    if rows.is_cuda:
-        out = int8_gemm(rows_int8, weight_int8, row_scale.view(-1), column_scale.view(-1), bias, x.dtype)
-    else:  # the same arithmetic on the CPU (tests, and the reference for the kernel)
-        out = torch._int_mm(rows_int8, weight_int8.t()).float() * row_scale * column_scale.t()
-        out = (out if bias is None else out + bias.float()).to(x.dtype)
+    out = torch.ops.scail.int8_linear(rows, weight_int8, weight_scale.reshape(-1), bias)
     return out.reshape(*x.shape[:-1], weight_int8.shape[0])
+
+
+# One opaque op for torch.compile: mmgp's hooks cut the compiled blocks into a graph per module, and an
+# op that dynamo traced into (quantisation in torch, the GEMM as a triton_op) was re-analysed for every
+# piece, so a first step under mmgp took minutes. Opaque, each piece compiles in no time, and eager runs
+# the same two kernels.
+@torch.library.custom_op("scail::int8_linear", mutates_args=())
+def _int8_linear_op(rows: torch.Tensor, weight_int8: torch.Tensor, weight_scale: torch.Tensor,
+                    bias: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
+    """rows [M, K], weight_int8 [N, K], weight_scale [N] -> [M, N] in rows' dtype; this body is the
+    reference arithmetic (CPU), which the CUDA kernels below reproduce."""
+    row_scale = _row_absmax(rows) / INT8_MAX
+    rows_int8 = torch.round(rows / row_scale).to(torch.int8)  # |value| <= 127 by construction
+    out = torch._int_mm(rows_int8, weight_int8.t()).float() * row_scale * weight_scale.float()
+    return (out if bias is None else out + bias.float()).to(rows.dtype)
+
+
+@_int8_linear_op.register_kernel("cuda")
+def _int8_linear_cuda(rows, weight_int8, weight_scale, bias):
+    rows_int8, row_scale = int8_kernels.quantize_rows(rows.contiguous())
+    return int8_kernels.int8_gemm(rows_int8, weight_int8, row_scale, weight_scale.float(), bias, rows.dtype)
+
+
+@_int8_linear_op.register_fake
+def _int8_linear_shape(rows, weight_int8, weight_scale, bias):
+    return rows.new_empty((rows.shape[0], weight_int8.shape[0]))
 
 
 def fp8_linear(x: torch.Tensor, weight_int8: torch.Tensor, weight_scale: torch.Tensor,
@@ -124,7 +143,7 @@ def gemm_problem(mode: str, device: torch.device) -> str | None:
     capability = torch.cuda.get_device_capability(device)
     if capability < need:
         return f"{mode} GEMMs need compute capability {need[0]}.{need[1]}, this GPU has {capability[0]}.{capability[1]}"
-    if mode == "int8" and int8_gemm is None:
+    if mode == "int8" and int8_kernels is None:
         return "int8 GEMMs need Triton, which is not installed"
     return None
 

@@ -1,6 +1,12 @@
-"""int8 x int8 GEMM with the dequantisation fused into its epilogue, as a Triton kernel (CUDA).
+"""The two Triton kernels of an int8 Linear (CUDA): per-token activation rounding, and an int8 x int8 GEMM
+with the dequantisation fused into its epilogue.
 
-out[m, n] = (sum_k a[m, k] w[n, k]) * a_scale[m] * w_scale[n] + bias[n], accumulated exactly in int32.
+quantize_rows: scale[m] = absmax_m / 127, q[m, k] = round(x[m, k] / scale[m]), in one pass over x.
+int8_gemm: out[m, n] = (sum_k a[m, k] w[n, k]) * a_scale[m] * w_scale[n] + bias[n], accumulated exactly in int32.
+
+Both are plain launchers, called from the opaque custom op in gemm.py: torch.compile never traces into
+them (a triton_op was re-analysed for every graph that mmgp's per-module hooks cut the blocks into, and
+the first step under mmgp did not finish in minutes).
 
 Why our own kernel: torch._int_mm lowers to cuBLAS, whose int8 GEMM is no faster than bf16 on Hopper,
 and inductor's Triton int8 templates run only under GEMM autotuning, which autotunes every GEMM of every
@@ -14,10 +20,38 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
 
 BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M = 256, 128, 128, 8
 NUM_STAGES, NUM_WARPS = 3, 8
+# Adding and subtracting 1.5 * 2**23 rounds a float32 of magnitude under 2**22 to the nearest integer,
+# ties to even, as torch.round does (libdevice's rint has no counterpart in Triton's CPU interpreter).
+ROUNDING_MAGIC = tl.constexpr(12582912.0)
+
+
+@triton.jit
+def _quantize_rows_kernel(x_ptr, q_ptr, scale_ptr, K, stride_xm, stride_qm, BLOCK_K: tl.constexpr):
+    # One program per row, the whole row in registers (K <= 16384 in the DiT): x is read once.
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.arange(0, BLOCK_K)
+    x = tl.load(x_ptr + row * stride_xm + cols, mask=cols < K, other=0.0).to(tl.float32)
+    absmax = tl.maximum(tl.max(tl.abs(x), axis=0), 1e-12)  # an all-zero row gets scale ~0, not a division by 0
+    scale = tl.math.div_rn(absmax, 127.0)
+    # IEEE divisions (Triton's "/" is approximate): the roundings of torch.round(x / scale), so the int8
+    # values match the reference in gemm.py bit for bit.
+    q = (tl.math.div_rn(x, scale) + ROUNDING_MAGIC) - ROUNDING_MAGIC
+    tl.store(q_ptr + row * stride_qm + cols, q.to(tl.int8), mask=cols < K)
+    tl.store(scale_ptr + row, scale)
+
+
+def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [M, K] (unit stride along K) -> int8 [M, K] rounded to 127 steps of each row's absmax, scales [M] float32."""
+    m, k = x.shape
+    q = torch.empty((m, k), device=x.device, dtype=torch.int8)
+    scale = torch.empty(m, device=x.device, dtype=torch.float32)
+    block_k = triton.next_power_of_2(k)
+    _quantize_rows_kernel[(m,)](x, q, scale, k, x.stride(0), q.stride(0), BLOCK_K=block_k,
+                                num_warps=16 if block_k > 8192 else 8)  # fmt: skip
+    return q, scale
 
 
 @triton.jit
@@ -65,14 +99,13 @@ def _int8_gemm_kernel(
     tl.store(out_ptr + rows[:, None] * stride_om + cols[None, :] * stride_on, out.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-@triton_op("scail::int8_gemm", mutates_args=())
 def int8_gemm(a: torch.Tensor, w: torch.Tensor, a_scale: torch.Tensor, w_scale: torch.Tensor,
               bias: torch.Tensor | None, out_dtype: torch.dtype) -> torch.Tensor:  # fmt: skip
     """a [M, K] int8, w [N, K] int8, a_scale [M] and w_scale [N] float32, bias [N] or None -> [M, N] out_dtype."""
     (m, k), n = a.shape, w.shape[0]
     out = torch.empty((m, n), device=a.device, dtype=out_dtype)
     grid = (triton.cdiv(m, BLOCK_M) * triton.cdiv(n, BLOCK_N),)
-    wrap_triton(_int8_gemm_kernel)[grid](
+    _int8_gemm_kernel[grid](
         a, w, out, a_scale, w_scale, bias if bias is not None else a_scale,
         m, n, k,
         a.stride(0), a.stride(1), w.stride(0), w.stride(1), out.stride(0), out.stride(1),

@@ -52,6 +52,23 @@ def test_int8_linear_is_the_int8_linear_within_int8_activation_rounding():
     assert 0.001 < error < 0.02
 
 
+def test_torch_compile_sees_the_int8_linear_as_one_opaque_op():
+    layer = int8_model()["blocks"][0]["q"]
+    graphs = []
+
+    def capture(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return graph_module.forward
+
+    x = torch.randn(4, 64, dtype=torch.bfloat16)
+    compiled = torch.compile(lambda t: int8_linear(t, layer.weight._data, layer.weight._scale, layer.bias),
+                             backend=capture, fullgraph=True)  # fmt: skip
+    torch.testing.assert_close(compiled(x), int8_linear(x, layer.weight._data, layer.weight._scale, layer.bias))
+    targets = [node.target for node in graphs[0].graph.nodes if node.op == "call_function"]
+    assert torch.ops.scail.int8_linear in targets
+    assert not any("round" in str(target) or "_int_mm" in str(target) for target in targets)
+
+
 def test_fp8_linear_is_the_int8_linear_within_e4m3_precision():
     layer = int8_model()["blocks"][0]["q"]
     x = torch.randn(3, 40, 64, dtype=torch.bfloat16)
@@ -219,6 +236,16 @@ def test_8bit_gemms_match_the_int8_linear_on_the_gpu(mode, kernel, limit):
     x = torch.randn(64, 64, device="cuda", dtype=torch.bfloat16)
     reference = F.linear(x.float(), layer.weight.dequantize().float(), layer.bias.float())
     assert 0.001 < rel_error(kernel(x, layer.weight._data, layer.weight._scale, layer.bias), reference) < limit
+
+
+@pytest.mark.gpu
+def test_the_cuda_int8_linear_computes_what_the_cpu_reference_does():
+    layer = int8_model()["blocks"][0]["q"]
+    x = torch.randn(300, 64, generator=torch.Generator().manual_seed(1))  # float32: compare before any bf16 rounding
+    reference = int8_linear(x, layer.weight._data, layer.weight._scale, layer.bias)
+    on_gpu = layer.cuda()
+    out = int8_linear(x.cuda(), on_gpu.weight._data, on_gpu.weight._scale, on_gpu.bias)
+    torch.testing.assert_close(out.cpu(), reference, rtol=1e-6, atol=1e-6)  # the epilogue may fuse a multiply-add
 
 
 @pytest.mark.gpu

@@ -1,4 +1,4 @@
-"""The Triton int8 GEMM kernel (int8_gemm.py), run by Triton's interpreter on the CPU.
+"""The Triton kernels of the int8 Linear (int8_gemm.py), run by Triton's interpreter on the CPU.
 
 The interpreter is chosen when a kernel is defined, so each case runs in a fresh process with
 TRITON_INTERPRET=1; on the GPU host the same kernel is compared with torch._int_mm (-m gpu).
@@ -36,12 +36,33 @@ print(json.dumps({"shape": list(out.shape), "dtype": str(out.dtype),
 """
 
 
-def run_case(m: int, n: int, k: int, with_bias: bool) -> dict:
+# Runs quantize_rows on bf16 rows (one all zero) and compares it with the reference in gemm.py's op.
+QUANTIZE_CASE = """
+import json, sys, torch
+from wan2gp_integration.gemm import INT8_MAX, _row_absmax
+from wan2gp_integration.int8_gemm import quantize_rows
+m, k = json.loads(sys.argv[1])
+x = torch.randn(m, k, generator=torch.Generator().manual_seed(0)).bfloat16() * 3
+x[1] = 0
+q, scale = quantize_rows(x)
+ref_scale = _row_absmax(x) / INT8_MAX
+ref_q = torch.round(x / ref_scale).to(torch.int8)
+print(json.dumps({"dtypes": [str(q.dtype), str(scale.dtype)], "mismatches": int((q != ref_q).sum()),
+                  "scales_equal": torch.equal(scale, ref_scale.view(-1)), "zero_row": q[1].abs().max().item(),
+                  "extremes": [q.min().item(), q.max().item()]}))
+"""
+
+
+def run_script(script: str, *args) -> dict:
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", CASE, json.dumps([m, n, k, with_bias])], env=env, cwd=ROOT,
+    done = subprocess.run([sys.executable, "-c", script, json.dumps(args)], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_case(m: int, n: int, k: int, with_bias: bool) -> dict:
+    return run_script(CASE, m, n, k, with_bias)
 
 
 def test_whole_tiles_with_a_bias_give_the_exact_scaled_product():
@@ -56,6 +77,14 @@ def test_ragged_rows_columns_and_depth_are_computed_and_stored_within_bounds():
     assert result["shape"] == [300, 130] and result["error"] < 1e-6
 
 
+def test_row_quantisation_rounds_each_row_to_127_steps_of_its_absmax_like_the_reference():
+    # 300 columns fill part of a 512-wide block; row 1 is all zero
+    result = run_script(QUANTIZE_CASE, 40, 300)
+    assert result["dtypes"] == ["torch.int8", "torch.float32"]
+    assert result["mismatches"] == 0 and result["scales_equal"]
+    assert result["zero_row"] == 0 and result["extremes"] == [-127, 127]
+
+
 @pytest.mark.gpu
 def test_the_kernel_matches_torch_int_mm_on_the_gpu():
     from wan2gp_integration.int8_gemm import int8_gemm
@@ -66,3 +95,15 @@ def test_the_kernel_matches_torch_int_mm_on_the_gpu():
     ones_m, ones_n = torch.ones(1000, device="cuda"), torch.ones(1536, device="cuda")
     exact = torch._int_mm(a, w.t()).float()
     torch.testing.assert_close(int8_gemm(a, w, ones_m, ones_n, None, torch.float32), exact, rtol=0, atol=0)
+
+
+@pytest.mark.gpu
+def test_the_row_quantisation_on_the_gpu_is_the_reference_bit_for_bit():
+    from wan2gp_integration.gemm import INT8_MAX, _row_absmax
+    from wan2gp_integration.int8_gemm import quantize_rows
+
+    x = torch.randn(4096, 13824, device="cuda", generator=torch.Generator("cuda").manual_seed(0)).bfloat16()
+    q, scale = quantize_rows(x)
+    ref_scale = _row_absmax(x) / INT8_MAX
+    assert torch.equal(scale, ref_scale.view(-1))
+    assert torch.equal(q, torch.round(x / ref_scale).to(torch.int8))
