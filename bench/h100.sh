@@ -35,6 +35,7 @@ for stage in "$@"; do
     dit-mmgp-int8-own) python3 -m bench.dit_under_mmgp --volume "$volume" --gemm int8 --own-compile --out "$out/bench-dit-mmgp-int8-own.json" ;;
     dit-mmgp-bf16) python3 -m bench.dit_under_mmgp --volume "$volume" --gemm bf16 --out "$out/bench-dit-mmgp-bf16.json" ;;
     engine1-int8) python3 -m bench.run engine --volume "$volume" --profile 1 --gemm int8 --out "$out/bench-engine1-int8.json" ;;
+    engine4-int8) python3 -m bench.run engine --volume "$volume" --profile 4 --gemm int8 --out "$out/bench-engine4-int8.json" ;;
     read-probe) python3 -m bench.read_probe --volume "$volume" --out "$out/bench-read-probe.json" ;;
     fidelity-seeds) for st in "1 300" "2 950"; do set -- $st
         python3 -m bench.run fidelity --volume "$volume" --variants fp8-attention-emulate --seed "$1" --timestep "$2" --out "$out/bench-fidelity-seed$1.json"; done ;;

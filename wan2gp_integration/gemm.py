@@ -61,7 +61,7 @@ def _int8_linear_op(rows: torch.Tensor, weight_int8: torch.Tensor, weight_scale:
                     bias: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
     """rows [M, K], weight_int8 [N, K], weight_scale [N] -> [M, N] in rows' dtype; this body is the
     reference arithmetic (CPU), which the CUDA kernels below reproduce."""
-    row_scale = _row_absmax(rows) / INT8_MAX
+    row_scale = _row_absmax(rows) * (1 / INT8_MAX)
     rows_int8 = torch.round(rows / row_scale).to(torch.int8)  # |value| <= 127 by construction
     out = torch._int_mm(rows_int8, weight_int8.t()).float() * row_scale * weight_scale.float()
     return (out if bias is None else out + bias.float()).to(rows.dtype)

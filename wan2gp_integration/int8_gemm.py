@@ -1,7 +1,7 @@
 """The two Triton kernels of an int8 Linear (CUDA): per-token activation rounding, and an int8 x int8 GEMM
 with the dequantisation fused into its epilogue.
 
-quantize_rows: scale[m] = absmax_m / 127, q[m, k] = round(x[m, k] / scale[m]), in one pass over x.
+quantize_rows: scale[m] = absmax_m * (1 / 127), q[m, k] = round(x[m, k] / scale[m]), in one pass over x.
 int8_gemm: out[m, n] = (sum_k a[m, k] w[n, k]) * a_scale[m] * w_scale[n] + bias[n], accumulated exactly in int32.
 
 Both are plain launchers, called from the opaque custom op in gemm.py: torch.compile never traces into
@@ -26,6 +26,7 @@ NUM_STAGES, NUM_WARPS = 3, 8
 # Adding and subtracting 1.5 * 2**23 rounds a float32 of magnitude under 2**22 to the nearest integer,
 # ties to even, as torch.round does (libdevice's rint has no counterpart in Triton's CPU interpreter).
 ROUNDING_MAGIC = tl.constexpr(12582912.0)
+INV_127 = tl.constexpr(1 / 127)
 
 
 @triton.jit
@@ -35,8 +36,8 @@ def _quantize_rows_kernel(x_ptr, q_ptr, scale_ptr, K, stride_xm, stride_qm, BLOC
     cols = tl.arange(0, BLOCK_K)
     x = tl.load(x_ptr + row * stride_xm + cols, mask=cols < K, other=0.0).to(tl.float32)
     absmax = tl.maximum(tl.max(tl.abs(x), axis=0), 1e-12)  # an all-zero row gets scale ~0, not a division by 0
-    scale = tl.math.div_rn(absmax, 127.0)
-    # IEEE divisions (Triton's "/" is approximate): the roundings of torch.round(x / scale), so the int8
+    scale = absmax * INV_127  # a product, as in the reference: torch's CUDA division by a scalar is one too
+    # An IEEE division (Triton's "/" is approximate): the rounding of torch.round(x / scale), so the int8
     # values match the reference in gemm.py bit for bit.
     q = (tl.math.div_rn(x, scale) + ROUNDING_MAGIC) - ROUNDING_MAGIC
     tl.store(q_ptr + row * stride_qm + cols, q.to(tl.int8), mask=cols < K)
