@@ -11,10 +11,10 @@ streams them as before:
 - "fp8": the weights are re-expressed in e4m3 (3 mantissa bits) and the activations quantised per
   token; `torch._scaled_mm` applies both scales. About 3.7% per GEMM.
 
-Both are meant for torch.compile, which fuses the activations' quantisation into the op that produces
-them. "auto" keeps quanto's bf16 GEMMs for now: compiled per block, int8 GEMMs with fp8 attention run a
-CFG forward in 8.0 s at 1.19% from bf16 (vs 9.3 s), but inside the engine, under mmgp's compilation,
-a step took 17.8 s instead of 9.6 s, for a reason not yet found (docs/PERFORMANCE.md).
+"auto" is int8 where it was measured to win: on an H100 inside the engine, a CFG step at 896x512x81 takes
+8.6 s instead of 9.6 s, and the forward stays within 1.2% of bf16 (docs/PERFORMANCE.md). Elsewhere it is
+bf16: the int8 kernel's tiles do not fit the shared memory of consumer GPUs, and on an A100 its speed has
+not been measured.
 """
 
 from __future__ import annotations
@@ -145,16 +145,28 @@ def gemm_problem(mode: str, device: torch.device) -> str | None:
         return f"{mode} GEMMs need compute capability {need[0]}.{need[1]}, this GPU has {capability[0]}.{capability[1]}"
     if mode == "int8" and int8_kernels is None:
         return "int8 GEMMs need Triton, which is not installed"
+    if mode == "int8":
+        shared = getattr(torch.cuda.get_device_properties(device), "shared_memory_per_block_optin", None)
+        if shared is not None and shared < int8_kernels.SHARED_MEMORY_BYTES:
+            return (f"the int8 GEMM's tiles need {int8_kernels.SHARED_MEMORY_BYTES // 1024} KiB of shared memory per "
+                    f"block, this GPU has {shared // 1024} KiB")  # fmt: skip
     return None
+
+
+def _auto_gemm(device: torch.device) -> str:
+    """int8 on Hopper and newer GPUs that can run it, bf16 elsewhere (see the module docstring)."""
+    if device.type == "cuda" and torch.cuda.get_device_capability(device) >= (9, 0) and gemm_problem("int8", device) is None:
+        return "int8"
+    return "bf16"
 
 
 def resolve_gemm(name: str, device: torch.device) -> str:
     """The GEMM mode that runs for the setting `name` ("auto" or one of GEMM_MODES) on `device`: "auto" is
-    bf16 (see the module docstring); a named mode that cannot run falls back to bf16 with a warning."""
+    int8 on Hopper and newer, bf16 elsewhere; a named mode that cannot run falls back to bf16 with a warning."""
     if name != "auto" and name not in GEMM_MODES:
         raise ValueError(f"GEMM mode must be auto or one of {', '.join(GEMM_MODES)}, got {name!r}")
     if name == "auto":
-        return "bf16"
+        return _auto_gemm(device)
     problem = gemm_problem(name, device)
     if problem is not None:
         log.warning("%s GEMMs asked for, but %s; computing the int8 Linears as bf16 GEMMs", name, problem)

@@ -23,6 +23,8 @@ import triton.language as tl
 
 BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M = 256, 128, 128, 8
 NUM_STAGES, NUM_WARPS = 3, 8
+# The GEMM's pipelined int8 tiles of a and w: 144 KiB, more than the ~100 KiB of consumer GPUs (sm_86/89/120).
+SHARED_MEMORY_BYTES = NUM_STAGES * (BLOCK_M * BLOCK_K + BLOCK_K * BLOCK_N)
 # Adding and subtracting 1.5 * 2**23 rounds a float32 of magnitude under 2**22 to the nearest integer,
 # ties to even, as torch.round does (libdevice's rint has no counterpart in Triton's CPU interpreter).
 ROUNDING_MAGIC = tl.constexpr(12582912.0)

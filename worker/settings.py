@@ -6,7 +6,7 @@
 | `SCAIL_DEVICE` | `auto` | `auto` (CUDA when usable, else CPU), `cuda`, `cuda:N` or `cpu` |
 | `SCAIL_OFFLOAD_PROFILE` | `auto` | mmgp offload profile 1..5; `auto` chooses from VRAM and RAM |
 | `SCAIL_ATTENTION` | `auto` | attention backend: `auto` (`fp8` where it runs, else `sdpa`), `sdpa` (bf16, cuDNN first), `fp8` (cuDNN fp8 self-attention on Hopper and newer), `flash`, `sage`, `math` |
-| `SCAIL_GEMM` | `auto` | how the DiT blocks' int8 Linears compute: `auto` (= `bf16` for now), `bf16` (quanto: dequantise, bf16 GEMM), `int8` (int8 x int8 GEMMs in Triton, Ampere+; experimental: slower inside the engine so far), `fp8` (e4m3 GEMMs, Ada/Hopper+; ~12% faster per step, over the 2% fidelity guard) |
+| `SCAIL_GEMM` | `auto` | how the DiT blocks' int8 Linears compute: `auto` (= `int8` on Hopper and newer GPUs that can run it, `bf16` elsewhere), `int8` (int8 x int8 GEMMs in Triton; needs 144 KiB of shared memory per block: A100/H100-class GPUs), `bf16` (quanto: dequantise, bf16 GEMM), `fp8` (e4m3 GEMMs, Ada/Hopper+; over the 2% fidelity guard) |
 | `SCAIL_COMPILE` | `auto` | torch.compile the DiT blocks on CUDA (`auto` = on; `0` for eager; the first job per shape compiles) |
 | `SCAIL_PIN_MEMORY` | `auto` | pin weights in host RAM (`auto`: only for the streaming profiles 2, 4, 5 as mmgp does; off for 1 and 3, which starts 40 s faster) |
 | `BUCKET_ENDPOINT_URL` | unset | S3-compatible endpoint; with the key pair it enables uploads |
