@@ -7,6 +7,8 @@ front to back into one buffer and tensors are views of it.
 from __future__ import annotations
 
 import json
+import logging
+import pickle
 import struct
 import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -19,6 +21,9 @@ import numpy as np
 import torch
 
 from common.errors import VolumeFileError
+from common.pth_archive import UnsupportedArchive, state_dict_from_buffer
+
+log = logging.getLogger(__name__)
 
 _SAFETENSORS_DTYPES = {
     "BOOL": torch.bool,
@@ -38,8 +43,20 @@ _READ_CHUNK = 64 << 20
 
 
 def load_pth(path: Path) -> dict[str, torch.Tensor]:
-    """A torch .pth state dict read whole into RAM (no mmap)."""
-    return torch.load(path, map_location="cpu", weights_only=True, mmap=False)
+    """A torch .pth state dict in RAM: one front-to-back read, the tensors views of that buffer
+    (common/pth_archive.py); torch.load (no mmap) for an archive that reader does not take."""
+    buffer = read_sequential(path)
+    try:
+        return state_dict_from_buffer(path, buffer)
+    except zipfile.BadZipFile:
+        raise VolumeFileError(path, "not a torch .pth archive (truncated or corrupt)") from None
+    except (UnsupportedArchive, pickle.UnpicklingError, RuntimeError, ValueError, EOFError) as exc:
+        log.info("%s: %s; reading it with torch.load", path.name, exc)
+    del buffer
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=False)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise VolumeFileError(path, f"unreadable .pth ({type(exc).__name__}: {exc})") from None
 
 
 @dataclass(frozen=True)
