@@ -92,12 +92,6 @@ def main() -> None:
             load_pth(p)
 
     timed("DiT read_sequential then each .pth load_pth, one thread", one_after_another, rows)
-
-    def raw_side_by_side():
-        with ThreadPoolExecutor(4) as pool:
-            list(pool.map(read_sequential, (dit, umt5, clip, vae)))
-
-    timed("4 files side by side, all read_sequential", raw_side_by_side, rows)
     report({"rows": rows, "thp": Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text().strip()}, args.out)
 
 

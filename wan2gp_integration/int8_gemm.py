@@ -4,9 +4,8 @@ with the dequantisation fused into its epilogue.
 quantize_rows: scale[m] = absmax_m * (1 / 127), q[m, k] = round(x[m, k] / scale[m]), in one pass over x.
 int8_gemm: out[m, n] = (sum_k a[m, k] w[n, k]) * a_scale[m] * w_scale[n] + bias[n], accumulated exactly in int32.
 
-Both are plain launchers, called from the opaque custom op in gemm.py: torch.compile never traces into
-them (a triton_op was re-analysed for every graph that mmgp's per-module hooks cut the blocks into, and
-the first step under mmgp did not finish in minutes).
+Both are plain launchers, called from the opaque custom op in gemm.py (why opaque: see there), so
+torch.compile never traces into them.
 
 Why our own kernel: torch._int_mm lowers to cuBLAS, whose int8 GEMM is no faster than bf16 on Hopper,
 and inductor's Triton int8 templates run only under GEMM autotuning, which autotunes every GEMM of every
