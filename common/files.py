@@ -53,8 +53,13 @@ def load_pth(path: Path) -> dict[str, torch.Tensor]:
     except (UnsupportedArchive, pickle.UnpicklingError, RuntimeError, ValueError, EOFError) as exc:
         log.info("%s: %s; reading it with torch.load", path.name, exc)
     del buffer
+    return _torch_load(path, "cpu")
+
+
+def _torch_load(path: Path, map_location: str) -> object:
+    """torch.load with torch's safe unpickler; VolumeFileError naming the file when it fails."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=False)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=False)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
         raise VolumeFileError(path, f"unreadable .pth ({type(exc).__name__}: {exc})") from None
 
@@ -141,10 +146,7 @@ def pth_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     require_file(path)
     if not zipfile.is_zipfile(path):
         raise VolumeFileError(path, "not a torch .pth archive (truncated or corrupt)")
-    try:
-        state = torch.load(path, map_location="meta", weights_only=True, mmap=False)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise VolumeFileError(path, f"unreadable .pth ({type(exc).__name__}: {exc})") from None
+    state = _torch_load(path, "meta")
     if not isinstance(state, dict):
         raise VolumeFileError(path, f"expected a state dict, found {type(state).__name__}")
     return {key: tuple(value.shape) for key, value in state.items()}
