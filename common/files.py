@@ -22,6 +22,7 @@ import torch
 
 from common.errors import VolumeFileError
 from common.pth_archive import UnsupportedArchive, state_dict_from_buffer
+from common.read_order import UNORDERED, ReadOrder
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +43,11 @@ _SAFETENSORS_DTYPES = {
 _READ_CHUNK = 64 << 20
 
 
-def load_pth(path: Path) -> dict[str, torch.Tensor]:
-    """A torch .pth state dict in RAM: one front-to-back read, the tensors views of that buffer
-    (common/pth_archive.py); torch.load (no mmap) for an archive that reader does not take."""
-    buffer = read_sequential(path)
+def load_pth(path: Path, reads: ReadOrder = UNORDERED) -> dict[str, torch.Tensor]:
+    """A torch .pth state dict in RAM: one front-to-back read in its turn of `reads`, the tensors views of
+    that buffer (common/pth_archive.py); torch.load (no mmap) for an archive that reader does not take."""
+    with reads.turn(path):
+        buffer = read_sequential(path)
     try:
         return state_dict_from_buffer(path, buffer)
     except zipfile.BadZipFile:
@@ -204,13 +206,16 @@ def pinned_empty(size: int) -> np.ndarray:
 
 
 def load_safetensors_in_pieces(
-    path: Path, allocate: Callable[[int], np.ndarray] = pinned_empty, piece_bytes: int = 1 << 30
+    path: Path,
+    allocate: Callable[[int], np.ndarray] = pinned_empty,
+    piece_bytes: int = 1 << 30,
+    reads: ReadOrder = UNORDERED,
 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(state dict, metadata) like `load_safetensors_sequential`, in buffers from `allocate` (by default
     page-locked memory, which lets offloading copy to the GPU asynchronously without pinning afterwards).
 
-    Page-locking runs at about the disk's speed (mmgp took 16 s to pin the 16.6 GB DiT on the H100 host),
-    so a second thread allocates the next piece while this one reads the current one."""
+    Page-locking is slower than the disk (mmgp took 16 s to pin the 16.6 GB DiT on the H100 host), so a
+    second thread allocates the pieces from the start, also while the read waits for its turn of `reads`."""
     header, metadata = read_safetensors_header(path)
     with open(path, "rb") as f:
         (header_len,) = struct.unpack("<Q", f.read(8))
@@ -219,18 +224,23 @@ def load_safetensors_in_pieces(
     tensors: dict[str, torch.Tensor] = {}
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pin") as allocator, open(path, "rb", buffering=0) as f:
         buffers = [allocator.submit(allocate, end - start) for start, end, _ in pieces]
-        for (start, _, names), future in zip(pieces, buffers, strict=True):
-            buffer = future.result()
-            _read_into(f, path, buffer, base + start)
-            for name in names:
-                tensors[name] = _tensor_from(path, name, header[name], buffer, header[name]["data_offsets"][0] - start)
+        with reads.turn(path):
+            for (start, _, names), future in zip(pieces, buffers, strict=True):
+                buffer = future.result()
+                _read_into(f, path, buffer, base + start)
+                for name in names:
+                    offset = header[name]["data_offsets"][0] - start
+                    tensors[name] = _tensor_from(path, name, header[name], buffer, offset)
     return tensors, metadata
 
 
-def load_safetensors_sequential(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """(state dict, metadata) of a safetensors file read sequentially; tensors share one buffer."""
+def load_safetensors_sequential(
+    path: Path, reads: ReadOrder = UNORDERED
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(state dict, metadata) of a safetensors file read sequentially in its turn of `reads`; tensors share one buffer."""
     header, metadata = read_safetensors_header(path)
-    buffer = read_sequential(path)
+    with reads.turn(path):
+        buffer = read_sequential(path)
     (header_len,) = struct.unpack("<Q", buffer[:8].tobytes())
     base = 8 + header_len
     tensors = {name: _tensor_from(path, name, entry, buffer, base + entry["data_offsets"][0]) for name, entry in header.items()}

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
 from common.files import check_keys, check_layout, load_pth, pth_shapes
+from common.read_order import UNORDERED, ReadOrder
 
 log = logging.getLogger(__name__)
 
@@ -147,10 +148,10 @@ def inspect_clip_file(path: Path) -> ClipVisionConfig:
     return config
 
 
-def load_wan_clip_state(path: Path) -> tuple[ClipVisionConfig, dict[str, torch.Tensor]]:
+def load_wan_clip_state(path: Path, reads: ReadOrder = UNORDERED) -> tuple[ClipVisionConfig, dict[str, torch.Tensor]]:
     """(config, Wan-named state dict) of a visual-only CLIP .pth, checked by `inspect_clip_file` first."""
     config = inspect_clip_file(path)
-    return config, load_pth(path)
+    return config, load_pth(path, reads)
 
 
 class ClipVisionEncoder:
@@ -165,8 +166,10 @@ class ClipVisionEncoder:
         self.std = torch.tensor(STD, device=device, dtype=dtype).view(1, 3, 1, 1)
 
     @classmethod
-    def from_file(cls, path: Path, device: torch.device, dtype: torch.dtype) -> ClipVisionEncoder:
-        config, state = load_wan_clip_state(Path(path))
+    def from_file(
+        cls, path: Path, device: torch.device, dtype: torch.dtype, reads: ReadOrder = UNORDERED
+    ) -> ClipVisionEncoder:
+        config, state = load_wan_clip_state(Path(path), reads)
         hf_config = config.to_transformers()
         with torch.device("meta"):  # no random init: every weight comes from the file
             model = CLIPVisionModel(hf_config)

@@ -25,6 +25,7 @@ from common.files import (
     load_safetensors_sequential,
     read_safetensors_header,
 )
+from common.read_order import UNORDERED, ReadOrder
 from wan2gp_integration.dit import DiTConfig, ScailDiT
 
 log = logging.getLogger(__name__)
@@ -83,9 +84,12 @@ def inspect_dit_file(path: Path) -> tuple[DiTConfig, dict[str, dict] | None]:
     return cfg, qmap
 
 
-def load_dit(path: Path, device: torch.device, dtype: torch.dtype, *, pinned: bool = False) -> ScailDiT:
-    """The DiT of `path` (int8 mmgp/quanto file or plain bf16 safetensors) computing in `dtype`; `pinned`
-    reads the weights into page-locked memory (for mmgp's streaming profiles, which would pin them anyway).
+def load_dit(
+    path: Path, device: torch.device, dtype: torch.dtype, *, pinned: bool = False, reads: ReadOrder = UNORDERED
+) -> ScailDiT:
+    """The DiT of `path` (int8 mmgp/quanto file or plain bf16 safetensors) computing in `dtype`, read in its
+    turn of `reads`; `pinned` reads the weights into page-locked memory (for mmgp's streaming profiles,
+    which would pin them anyway).
 
     Time embedding and modulation stay float32. Pass device cpu to hand the model to mmgp's
     `offload.profile`; another device moves it there (resident). Do not run the int8 model in
@@ -95,7 +99,10 @@ def load_dit(path: Path, device: torch.device, dtype: torch.dtype, *, pinned: bo
     path = Path(path)
     cfg, qmap = inspect_dit_file(path)
     start = time.perf_counter()
-    state_dict, _ = load_safetensors_in_pieces(path) if pinned else load_safetensors_sequential(path)
+    if pinned:
+        state_dict, _ = load_safetensors_in_pieces(path, reads=reads)
+    else:
+        state_dict, _ = load_safetensors_sequential(path, reads)
     log.info("read %s (%.1f GB) in %.1f s", path.name, path.stat().st_size / 1e9, time.perf_counter() - start)
     if qmap:
         # quanto computes a QLinear in the dtype of its weight scales (bf16 in the file): without this cast a

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from common.errors import InputError
+from common.read_order import ReadOrder
 from wan2gp_integration.attention import resolve_backend, set_backend
 from wan2gp_integration.clip import ClipVisionEncoder
 from wan2gp_integration.dit import ScailDiT
@@ -112,15 +113,19 @@ class ScailPipeline:
         profile_no = resolve_profile(profile, device) if offloaded else None
         # Read straight into page-locked memory when mmgp would pin the DiT: pinning after the read cost 16 s.
         pinned = offloaded and pins_transformer(profile_no, pin_memory)
-        # The four files are independent: reading them side by side keeps the disk busy while the
-        # CPU builds tensors (a cold start is mostly these reads).
+        dit_file, umt5_file, clip_file, vae_file = (root / name for name in (DIT_FILE, UMT5_FILE, CLIP_FILE, VAE_FILE))
+        # The files are read in turns, one stream at the disk's rate, while the threads of the files
+        # already read build their models: a cold start is mostly these reads.
+        reads = ReadOrder(_read_order(dit_file, umt5_file, clip_file, vae_file, pinned))
         with ThreadPoolExecutor(max_workers=5, thread_name_prefix="load") as pool:
             # CUDA's context, library handles and the attention backend's probe get ready meanwhile.
             backend = pool.submit(_start_device, device, attention, compiled)
-            dit = pool.submit(load_dit, root / DIT_FILE, load_device, dtype, pinned=pinned)
-            text_encoder = pool.submit(TextEncoder.from_files, root / UMT5_FILE, root / UMT5_DIR, load_device, dtype)
-            clip = pool.submit(ClipVisionEncoder.from_file, root / CLIP_FILE, load_device, dtype)
-            vae = pool.submit(WanVAE.from_file, root / VAE_FILE, load_device, dtype)
+            dit = pool.submit(reads.run, dit_file, load_dit, dit_file, load_device, dtype, pinned=pinned, reads=reads)
+            text_encoder = pool.submit(
+                reads.run, umt5_file, TextEncoder.from_files, umt5_file, root / UMT5_DIR, load_device, dtype, reads
+            )
+            clip = pool.submit(reads.run, clip_file, ClipVisionEncoder.from_file, clip_file, load_device, dtype, reads)
+            vae = pool.submit(reads.run, vae_file, WanVAE.from_file, vae_file, load_device, dtype, reads)
             dit, text_encoder, clip, vae = dit.result(), text_encoder.result(), clip.result(), vae.result()
             backend.result()
         if gemm_mode != "bf16":
@@ -268,6 +273,13 @@ class ScailPipeline:
 def _to_unit_range(pixels: torch.Tensor) -> torch.Tensor:
     """uint8 -> float32 in [-1, 1]."""
     return pixels.float() / 127.5 - 1.0
+
+
+def _read_order(dit: Path, umt5: Path, clip: Path, vae: Path, pinned: bool) -> list[Path]:
+    """The DiT first, so that its build (the longest) overlaps the encoders' reads and the small VAE's
+    build is all that follows the last byte; last when it goes into page-locked memory, whose allocation,
+    slower than the disk, then runs from the start behind the encoders' reads."""
+    return [umt5, clip, vae, dit] if pinned else [dit, umt5, clip, vae]
 
 
 def _start_device(device: torch.device, attention: str, compiled: bool) -> str:

@@ -20,6 +20,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, UMT5Config, UMT
 
 from common.errors import VolumeFileError
 from common.files import check_keys, check_layout, load_pth, pth_shapes, require_file
+from common.read_order import UNORDERED, ReadOrder
 
 log = logging.getLogger(__name__)
 
@@ -132,10 +133,10 @@ def inspect_umt5_file(path: Path) -> UMT5EncoderConfig:
     return config
 
 
-def load_wan_umt5_state(path: Path) -> tuple[UMT5EncoderConfig, dict[str, torch.Tensor]]:
+def load_wan_umt5_state(path: Path, reads: ReadOrder = UNORDERED) -> tuple[UMT5EncoderConfig, dict[str, torch.Tensor]]:
     """(config, Wan-named state dict) of a umT5 encoder .pth, checked by `inspect_umt5_file` first."""
     config = inspect_umt5_file(path)
-    return config, load_pth(path)
+    return config, load_pth(path, reads)
 
 
 def load_tokenizer(tokenizer_dir: Path) -> PreTrainedTokenizerBase:
@@ -163,9 +164,11 @@ class TextEncoder:
         self.device = device
 
     @classmethod
-    def from_files(cls, weights: Path, tokenizer_dir: Path, device: torch.device, dtype: torch.dtype) -> TextEncoder:
+    def from_files(
+        cls, weights: Path, tokenizer_dir: Path, device: torch.device, dtype: torch.dtype, reads: ReadOrder = UNORDERED
+    ) -> TextEncoder:
         weights, tokenizer_dir = Path(weights), Path(tokenizer_dir)
-        config, state = load_wan_umt5_state(weights)
+        config, state = load_wan_umt5_state(weights, reads)
         tokenizer = load_tokenizer(tokenizer_dir)
         tokenizer.padding_side = "right"  # rows past a prompt's tokens are then the padding
         if len(tokenizer) > config.vocab:

@@ -17,6 +17,7 @@ from diffusers import AutoencoderKLWan
 from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
 
 from common.files import check_keys, check_layout, load_pth, pth_shapes
+from common.read_order import UNORDERED, ReadOrder
 
 log = logging.getLogger(__name__)
 
@@ -127,10 +128,10 @@ def inspect_vae_file(path: Path) -> VAEConfig:
     return config
 
 
-def load_wan_vae_state(path: Path) -> tuple[VAEConfig, dict[str, torch.Tensor]]:
+def load_wan_vae_state(path: Path, reads: ReadOrder = UNORDERED) -> tuple[VAEConfig, dict[str, torch.Tensor]]:
     """(config, diffusers-named state dict) of a Wan VAE .pth, checked by `inspect_vae_file` first."""
     config = inspect_vae_file(path)
-    state = load_pth(path)
+    state = load_pth(path, reads)
     return config, convert_wan_vae_to_diffusers(state)
 
 
@@ -145,8 +146,8 @@ class WanVAE:
         self.std = torch.tensor(LATENTS_STD, device=device, dtype=dtype).view(1, -1, 1, 1, 1)
 
     @classmethod
-    def from_file(cls, path: Path, device: torch.device, dtype: torch.dtype) -> WanVAE:
-        config, state = load_wan_vae_state(Path(path))
+    def from_file(cls, path: Path, device: torch.device, dtype: torch.dtype, reads: ReadOrder = UNORDERED) -> WanVAE:
+        config, state = load_wan_vae_state(Path(path), reads)
         with torch.device("meta"):
             model = config.build()
         state = {k: v.to(device=device, dtype=dtype) for k, v in state.items()}

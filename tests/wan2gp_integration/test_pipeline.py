@@ -6,6 +6,7 @@ import gc
 import os
 import subprocess
 import sys
+import threading
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -15,9 +16,10 @@ import numpy as np
 import pytest
 import torch
 
+from common import files as common_files
 from common.errors import InputError, JobCancelled, VolumeFileError
 from wan2gp_integration import pipeline as pipeline_module
-from wan2gp_integration.files import VAE_FILE
+from wan2gp_integration.files import CLIP_FILE, DIT_FILE, UMT5_FILE, VAE_FILE
 from wan2gp_integration.pipeline import ScailPipeline
 from wan2gp_integration.presets import WAN_NEGATIVE_PROMPT
 from wan2gp_integration.sampler import make_sampler
@@ -357,3 +359,33 @@ def test_the_device_thread_imports_the_compiler_only_when_the_blocks_will_be_com
                           env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == imported
+
+
+def test_the_generator_files_are_read_one_at_a_time_dit_first(generator_root, monkeypatch):
+    reads, busy, lock = [], [0, 0], threading.Lock()  # busy: reads now, most at once
+    read = common_files.read_sequential
+
+    def recording_read(path):
+        with lock:
+            reads.append(Path(path).name)
+            busy[0] += 1
+            busy[1] = max(busy)
+        try:
+            time.sleep(0.05)  # long enough for side-by-side reads to overlap
+            return read(path)
+        finally:
+            with lock:
+                busy[0] -= 1
+
+    monkeypatch.setattr(common_files, "read_sequential", recording_read)
+    ScailPipeline.from_model_root(generator_root, torch.device("cpu"))
+    assert reads == [Path(name).name for name in (DIT_FILE, UMT5_FILE, CLIP_FILE, VAE_FILE)]
+    assert busy[1] == 1
+
+
+@pytest.mark.timeout(60)  # a turn never passed on would hang the other loads
+@pytest.mark.parametrize("damaged", [DIT_FILE, UMT5_FILE])
+def test_a_corrupt_file_fails_the_load_without_holding_up_the_files_after_it(broken_root, damaged):
+    (broken_root / damaged).write_bytes(b"not a weight file")
+    with pytest.raises(VolumeFileError, match=damaged):
+        ScailPipeline.from_model_root(broken_root, torch.device("cpu"))

@@ -1,0 +1,52 @@
+"""Weight files read one at a time in a fixed order by threads that build their models in between."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class ReadOrder:
+    """Gives each file of `paths` its turn to be read, in that order; a file not listed reads at once.
+
+    Read side by side, the generator's four files lost up to 25% of a host disk's rate; read in turns,
+    one stream runs at the disk's rate while the threads whose files are in build their models.
+    A thread that fails before its read still has to pass its turn on: run the whole load through `run`.
+    """
+
+    def __init__(self, paths: Iterable[Path] = ()):
+        self._waiting = [Path(path) for path in paths]
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def turn(self, path: Path) -> Iterator[None]:
+        """Wait until the files before `path` are read (or given up), then read it; the turn passes on at exit."""
+        path = Path(path)
+        with self._changed:
+            self._changed.wait_for(lambda: path not in self._waiting or self._waiting[0] == path)
+        try:
+            yield
+        finally:
+            self.release(path)
+
+    def release(self, path: Path) -> None:
+        """Pass `path`'s turn on (it is read, failed, or not needed); releasing twice is harmless."""
+        with self._changed:
+            if Path(path) in self._waiting:
+                self._waiting.remove(Path(path))
+                self._changed.notify_all()
+
+    def run(self, path: Path, load: Callable[..., T], *args, **kwargs) -> T:
+        """load(*args, **kwargs), passing `path`'s turn on however it ends, so that no other file waits forever."""
+        try:
+            return load(*args, **kwargs)
+        finally:
+            self.release(path)
+
+
+UNORDERED = ReadOrder()  # the default: every read goes at once
