@@ -38,6 +38,9 @@ for stage in "$@"; do
     engine4-int8) python3 -m bench.run engine --volume "$volume" --profile 4 --gemm int8 --out "$out/bench-engine4-int8.json" ;;
     read-probe) python3 -m bench.read_probe --volume "$volume" --out "$out/bench-read-probe.json" ;;
     pin-probe) python3 -m bench.pin_probe --out "$out/bench-pin-probe.json" ;;
+    start-probe) python3 -m bench.start_probe --volume "$volume" --out "$out/bench-start-probe.json" ;;
+    engine1-warm-libs) python3 -m bench.run engine --volume "$volume" --profile 1 --evict weights --out "$out/bench-engine1-warm-libs.json" ;;
+    engine4-warm-libs) python3 -m bench.run engine --volume "$volume" --profile 4 --evict weights --out "$out/bench-engine4-warm-libs.json" ;;
     fidelity-seeds) for st in "1 300" "2 950"; do set -- $st
         python3 -m bench.run fidelity --volume "$volume" --variants int8-gemm-fp8-attention-emulate --seed "$1" --timestep "$2" --out "$out/bench-fidelity-seed$1.json"; done ;;
     gpu-tests) python3 -m pytest -q -m gpu tests/wan2gp_integration tests/pose/test_renderer.py -o addopts="" -W ignore ;;

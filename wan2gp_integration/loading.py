@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import time
 from pathlib import Path
 
 import torch
@@ -21,7 +20,6 @@ from common.errors import VolumeFileError
 from common.files import (
     check_keys,
     check_layout,
-    load_safetensors_in_pieces,
     load_safetensors_sequential,
     read_safetensors_header,
 )
@@ -88,8 +86,8 @@ def load_dit(
     path: Path, device: torch.device, dtype: torch.dtype, *, pinned: bool = False, reads: ReadOrder = UNORDERED
 ) -> ScailDiT:
     """The DiT of `path` (int8 mmgp/quanto file or plain bf16 safetensors) computing in `dtype`, read in its
-    turn of `reads`; `pinned` reads the weights into page-locked memory (for mmgp's streaming profiles,
-    which would pin them anyway).
+    turn of `reads`; `pinned` page-locks the weights after the read (for mmgp's streaming profiles,
+    which would pin them anyway, more slowly).
 
     Time embedding and modulation stay float32. Pass device cpu to hand the model to mmgp's
     `offload.profile`; another device moves it there (resident). Do not run the int8 model in
@@ -98,12 +96,7 @@ def load_dit(
     """
     path = Path(path)
     cfg, qmap = inspect_dit_file(path)
-    start = time.perf_counter()
-    if pinned:
-        state_dict, _ = load_safetensors_in_pieces(path, reads=reads)
-    else:
-        state_dict, _ = load_safetensors_sequential(path, reads)
-    log.info("read %s (%.1f GB) in %.1f s", path.name, path.stat().st_size / 1e9, time.perf_counter() - start)
+    state_dict, _ = load_safetensors_sequential(path, reads, page_locked=pinned)
     if qmap:
         # quanto computes a QLinear in the dtype of its weight scales (bf16 in the file): without this cast a
         # float32 CPU run would do every block matmul in bf16.

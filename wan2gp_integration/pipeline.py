@@ -111,12 +111,13 @@ class ScailPipeline:
         # Under mmgp the weights start in RAM and mmgp moves them; the wrappers still send inputs to `device`.
         load_device = torch.device("cpu") if offloaded else device
         profile_no = resolve_profile(profile, device) if offloaded else None
-        # Read straight into page-locked memory when mmgp would pin the DiT: pinning after the read cost 16 s.
+        # Page-lock the DiT's buffer in place when mmgp would pin the DiT: its own pinning cost 16 s.
         pinned = offloaded and pins_transformer(profile_no, pin_memory)
         dit_file, umt5_file, clip_file, vae_file = (root / name for name in (DIT_FILE, UMT5_FILE, CLIP_FILE, VAE_FILE))
-        # The files are read in turns, one stream at the disk's rate, while the threads of the files
-        # already read build their models: a cold start is mostly these reads.
-        reads = ReadOrder(_read_order(dit_file, umt5_file, clip_file, vae_file, pinned))
+        # A cold start is mostly these reads. They take turns, one stream at the disk's rate, while the
+        # threads whose files are in build their models. The DiT goes first, so that its build (the
+        # longest) overlaps the encoders' reads and the small VAE's build is all that follows the last byte.
+        reads = ReadOrder([dit_file, umt5_file, clip_file, vae_file])
         with ThreadPoolExecutor(max_workers=5, thread_name_prefix="load") as pool:
             # CUDA's context, library handles and the attention backend's probe get ready meanwhile.
             backend = pool.submit(_start_device, device, attention, compiled)
@@ -275,25 +276,24 @@ def _to_unit_range(pixels: torch.Tensor) -> torch.Tensor:
     return pixels.float() / 127.5 - 1.0
 
 
-def _read_order(dit: Path, umt5: Path, clip: Path, vae: Path, pinned: bool) -> list[Path]:
-    """The DiT first, so that its build (the longest) overlaps the encoders' reads and the small VAE's
-    build is all that follows the last byte; last when it goes into page-locked memory, whose allocation,
-    slower than the disk, then runs from the start behind the encoders' reads."""
-    return [umt5, clip, vae, dit] if pinned else [dit, umt5, clip, vae]
-
-
 def _start_device(device: torch.device, attention: str, compiled: bool) -> str:
     """Create the CUDA context and cuBLAS handle (seconds on a cold GPU), import the compiler when the
     blocks will be compiled, then choose the attention backend."""
+    started = time.perf_counter()
     if device.type == "cuda":
         probe = torch.ones(16, 16, device=device)
         (probe @ probe).sum().item()
+    context_ready = time.perf_counter()
     if compiled:
         # mmgp's setup would otherwise import dynamo and inductor after the reads: ~4 s of a cold start
         # on the H100 host (docs/PERFORMANCE.md), here hidden behind the reads.
         importlib.import_module("torch._dynamo")
         importlib.import_module("torch._inductor.compile_fx")
-    return set_backend(attention, device)
+    compiler_ready = time.perf_counter()
+    backend = set_backend(attention, device)
+    log.info("device ready: context %.1f s, compiler imports %.1f s, attention backend %.1f s",
+             context_ready - started, compiler_ready - context_ready, time.perf_counter() - compiler_ready)  # fmt: skip
+    return backend
 
 
 def check_inputs(reference: np.ndarray, pose_frames: np.ndarray, guidance_scale: float) -> None:

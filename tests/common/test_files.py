@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
+import gc
+import struct
+
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -10,9 +12,7 @@ from safetensors.torch import load_file, save_file
 from common.errors import VolumeFileError
 from common.files import (
     check_layout,
-    load_safetensors_in_pieces,
     load_safetensors_sequential,
-    plan_pieces,
     pth_shapes,
     read_safetensors_header,
     read_sequential,
@@ -48,30 +48,17 @@ def test_sequential_safetensors_load_equals_safetensors_own_loader(safetensors_f
     assert metadata == {"quantization_format": "quanto"}
 
 
-def test_pieces_split_at_tensor_boundaries_in_file_order():
-    header = {"c": {"data_offsets": [60, 100]}, "a": {"data_offsets": [0, 30]}, "b": {"data_offsets": [30, 60]}}
-    assert plan_pieces(header, piece_bytes=64) == [(0, 60, ["a", "b"]), (60, 100, ["c"])]
-
-
-def test_a_tensor_larger_than_a_piece_is_a_piece_of_its_own():
-    header = {"small": {"data_offsets": [0, 8]}, "big": {"data_offsets": [8, 508]}, "tail": {"data_offsets": [508, 516]}}
-    assert plan_pieces(header, piece_bytes=100) == [(0, 8, ["small"]), (8, 508, ["big"]), (508, 516, ["tail"])]
-
-
-def test_load_in_pieces_equals_safetensors_own_loader_and_uses_the_allocator(safetensors_file):
-    sizes = []
-
-    def allocate(size):
-        sizes.append(size)
-        return np.full(size, 0xAB, dtype=np.uint8)  # poisoned: every byte must be overwritten by the read
-
-    tensors, metadata = load_safetensors_in_pieces(safetensors_file, allocate=allocate, piece_bytes=32)
+@pytest.mark.gpu
+def test_page_locked_loads_are_pinned_and_unlocked_when_freed(safetensors_file):
+    tensors, _ = load_safetensors_sequential(safetensors_file, page_locked=True)
     reference = load_file(str(safetensors_file))
-    assert set(tensors) == set(reference)
-    for name, tensor in reference.items():
-        assert torch.equal(tensors[name], tensor)
-    assert len(sizes) > 1 and sum(sizes) == sum(t.numel() * t.element_size() for t in reference.values())
-    assert metadata == {"quantization_format": "quanto"}
+    assert all(tensors[name].is_pinned() and torch.equal(tensors[name], t) for name, t in reference.items())
+    header, _ = read_safetensors_header(safetensors_file)
+    (header_len,) = struct.unpack("<Q", safetensors_file.read_bytes()[:8])
+    address = tensors["b"].data_ptr() - 8 - header_len - header["b"]["data_offsets"][0]  # the buffer's start
+    del tensors
+    gc.collect()
+    assert int(torch.cuda.cudart().cudaHostUnregister(address)) != 0  # no longer registered
 
 
 def test_truncated_safetensors_names_the_file(safetensors_file):

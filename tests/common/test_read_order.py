@@ -7,12 +7,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
-from safetensors.torch import save_file
 
-from common.files import load_safetensors_in_pieces
 from common.read_order import ReadOrder
 
 pytestmark = pytest.mark.timeout(30)  # a turn never passed on hangs the threads after it
@@ -97,23 +93,3 @@ def test_a_file_read_again_after_its_turn_reads_at_once():
         pass
     with reads.turn(FILES[0]):  # e.g. torch.load's fallback read; the umT5 file is next in turn
         pass
-
-
-def test_pieces_are_allocated_while_the_read_waits_for_its_turn(tmp_path):
-    """Page-locking is slower than the disk, so the DiT's pieces are allocated from the start."""
-    path = tmp_path / "dit.safetensors"
-    save_file({"a": torch.zeros(64), "b": torch.ones(64)}, str(path))
-    reads = ReadOrder([Path("umt5"), path])
-    allocated = threading.Event()
-
-    def allocate(size):
-        allocated.set()
-        return np.empty(size, dtype=np.uint8)
-
-    with ThreadPoolExecutor(1) as pool:
-        load = pool.submit(load_safetensors_in_pieces, path, allocate, 64, reads)
-        assert allocated.wait(timeout=10)  # while the umT5 file still has the turn
-        assert not load.done()
-        reads.release(Path("umt5"))
-        tensors, _ = load.result(timeout=10)
-    assert torch.equal(tensors["b"], torch.ones(64))
