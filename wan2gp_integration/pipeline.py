@@ -103,6 +103,7 @@ class ScailPipeline:
         root, device = Path(root), torch.device(device)
         started = time.perf_counter()
         require_generator_files(root)
+        log.info("generator files checked in %.1f s", time.perf_counter() - started)
         resolve_backend(attention)  # an unknown backend fails now, not after the loads
         offloaded = device.type == "cuda"
         compiled = offloaded and compile is not False

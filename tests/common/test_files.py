@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import gc
-import struct
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -13,6 +13,7 @@ from common.errors import VolumeFileError
 from common.files import (
     check_layout,
     load_safetensors_sequential,
+    page_lock,
     pth_shapes,
     read_safetensors_header,
     read_sequential,
@@ -49,16 +50,29 @@ def test_sequential_safetensors_load_equals_safetensors_own_loader(safetensors_f
 
 
 @pytest.mark.gpu
-def test_page_locked_loads_are_pinned_and_unlocked_when_freed(safetensors_file):
+def test_page_locked_loads_are_pinned(safetensors_file):
     tensors, _ = load_safetensors_sequential(safetensors_file, page_locked=True)
     reference = load_file(str(safetensors_file))
     assert all(tensors[name].is_pinned() and torch.equal(tensors[name], t) for name, t in reference.items())
-    header, _ = read_safetensors_header(safetensors_file)
-    (header_len,) = struct.unpack("<Q", safetensors_file.read_bytes()[:8])
-    address = tensors["b"].data_ptr() - 8 - header_len - header["b"]["data_offsets"][0]  # the buffer's start
-    del tensors
+
+
+@pytest.mark.gpu
+def test_page_lock_pins_in_place_until_unlocked():
+    buffer = np.arange(1 << 20, dtype=np.int32).view(np.uint8)
+    unlock = page_lock(buffer)
+    assert torch.from_numpy(buffer).is_pinned()
+    unlock()
+    assert not torch.from_numpy(buffer).is_pinned()
+    assert np.array_equal(buffer.view(np.int32), np.arange(1 << 20, dtype=np.int32))
+
+
+@pytest.mark.gpu
+def test_a_page_locked_buffer_is_unlocked_when_freed():
+    buffer = np.ones(1 << 20, dtype=np.uint8)
+    unlock = page_lock(buffer)
+    del buffer
     gc.collect()
-    assert int(torch.cuda.cudart().cudaHostUnregister(address)) != 0  # no longer registered
+    assert not unlock.alive
 
 
 def test_truncated_safetensors_names_the_file(safetensors_file):
