@@ -1,6 +1,6 @@
 """How fast host memory for the DiT can be page-locked: 16 GiB in 1 GiB pieces, each way in a fresh process.
 
-Profile 4's cold start is bound by page-locking (docs/PERFORMANCE.md), so this compares cudaHostAlloc
+Profile 4's cold start was bound by page-locking (docs/PERFORMANCE.md); this compares cudaHostAlloc
 (torch's default pinned allocator), torch's cudaHostRegister allocator with page-touching threads, and
 registering memory that a read has already written (alone, and piece by piece behind the writes).
 
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 PIECE = 1 << 30
 _HOST_REGISTER = "pinned_use_cuda_host_register:True,pinned_num_register_threads:16"
 VARIANTS = {
-    "cudaHostAlloc (torch pin_memory, as now)": ("alloc", {}),
+    "cudaHostAlloc (torch pin_memory)": ("alloc", {}),
     "cudaHostRegister, 16 page-touching threads (torch allocator setting)": ("alloc", {"PYTORCH_CUDA_ALLOC_CONF": _HOST_REGISTER}),
     "write each piece, then cudaHostRegister it": ("register", {}),
     "cudaHostRegister of piece i while piece i+1 is written": ("register-behind", {}),
