@@ -14,8 +14,9 @@ T = TypeVar("T")
 class ReadOrder:
     """Gives each file of `paths` its turn to be read, in that order; a file not listed reads at once.
 
-    Read side by side, the generator's four files lost up to 25% of a host disk's rate; read in turns,
-    one stream runs at the disk's rate while the threads whose files are in build their models.
+    One stream in a known order does not depend on how a disk takes concurrent streams (one host lost
+    25% of its rate to four) and leaves a known tail: the last file's build. The threads whose files
+    are in build their models meanwhile.
     A thread that fails before its read still has to pass its turn on: run the whole load through `run`.
     """
 
