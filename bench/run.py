@@ -131,7 +131,7 @@ def cmd_engine(args) -> dict:
     result["step_s"] = [float(s) for s in np.diff(step_ends)]
     result["cfg_step_s"] = float(np.median(result["step_s"]))
     if "sequential_read_s" in result and make_cold(files, args.evict):
-        # The same disk read the same files 16.5-22.6 s apart in minutes: a second read after the run
+        # The same disk read the same files in 16.5-23.4 s within minutes: a second read after the run
         # shows that spread, and the ratio is taken to their mean.
         result["sequential_read_after_s"], _ = sequential_read_seconds(files)
         read_s = (result["sequential_read_s"] + result["sequential_read_after_s"]) / 2

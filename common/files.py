@@ -47,8 +47,7 @@ _READ_CHUNK = 64 << 20
 def load_pth(path: Path, reads: ReadOrder = UNORDERED) -> dict[str, torch.Tensor]:
     """A torch .pth state dict in RAM: one front-to-back read in its turn of `reads`, the tensors views of
     that buffer (common/pth_archive.py); torch.load (no mmap) for an archive that reader does not take."""
-    with reads.turn(path):
-        buffer = read_sequential(path)
+    buffer = read_sequential(path, reads)
     try:
         return state_dict_from_buffer(path, buffer)
     except zipfile.BadZipFile:
@@ -155,14 +154,15 @@ def pth_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     return {key: tuple(value.shape) for key, value in state.items()}
 
 
-def read_sequential(path: Path) -> np.ndarray:
-    """The whole file as uint8, read front to back in large chunks (no mmap)."""
+def read_sequential(path: Path, reads: ReadOrder = UNORDERED) -> np.ndarray:
+    """The whole file as uint8, read front to back in large chunks (no mmap) in its turn of `reads`."""
     size = require_file(path)
     # np.empty, not bytearray: zero-filling 16 GB first costs as much as a third of the read.
     buffer = np.empty(size, dtype=np.uint8)
-    started = time.perf_counter()
-    with open(path, "rb", buffering=0) as f:
-        _read_into(f, path, buffer, 0)
+    with reads.turn(path):
+        started = time.perf_counter()
+        with open(path, "rb", buffering=0) as f:
+            _read_into(f, path, buffer, 0)
     log.info("read %s (%.1f GB) in %.1f s", path.name, size / 1e9, time.perf_counter() - started)
     return buffer
 
@@ -217,8 +217,7 @@ def load_safetensors_sequential(
     """(state dict, metadata) of a safetensors file read sequentially in its turn of `reads`; tensors share
     one buffer, page-locked after the read when `page_locked` (needs CUDA)."""
     header, metadata = read_safetensors_header(path)
-    with reads.turn(path):
-        buffer = read_sequential(path)
+    buffer = read_sequential(path, reads)
     if page_locked:
         page_lock(buffer)
     (header_len,) = struct.unpack("<Q", buffer[:8].tobytes())

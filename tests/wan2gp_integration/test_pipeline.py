@@ -363,21 +363,21 @@ def test_the_device_thread_imports_the_compiler_only_when_the_blocks_will_be_com
 
 def test_the_generator_files_are_read_one_at_a_time_dit_first(generator_root, monkeypatch):
     reads, busy, lock = [], [0, 0], threading.Lock()  # busy: reads now, most at once
-    read = common_files.read_sequential
+    read_into = common_files._read_into
 
-    def recording_read(path):
+    def recording_read_into(f, path, buffer, offset):
         with lock:
             reads.append(Path(path).name)
             busy[0] += 1
             busy[1] = max(busy)
         try:
             time.sleep(0.05)  # long enough for side-by-side reads to overlap
-            return read(path)
+            return read_into(f, path, buffer, offset)
         finally:
             with lock:
                 busy[0] -= 1
 
-    monkeypatch.setattr(common_files, "read_sequential", recording_read)
+    monkeypatch.setattr(common_files, "_read_into", recording_read_into)
     ScailPipeline.from_model_root(generator_root, torch.device("cpu"))
     assert reads == [Path(name).name for name in (DIT_FILE, UMT5_FILE, CLIP_FILE, VAE_FILE)]
     assert busy[1] == 1
