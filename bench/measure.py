@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -88,3 +90,12 @@ def report(result: dict, out: Path | None) -> None:
     sys.stdout.flush()
     if out:
         out.write_text(text)
+
+
+def run_child(command: list[str], env: dict[str, str] | None = None) -> tuple[dict, str]:
+    """(the JSON object on the last line of `command`'s stdout, or {"error": its stderr's tail}; its stderr),
+    for probes that need a fresh process per row."""
+    done = subprocess.run(command, env={**os.environ, **(env or {})}, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        return {"error": done.stderr[-2000:]}, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr

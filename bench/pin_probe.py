@@ -12,8 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.measure import report
+from bench.measure import report, run_child
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +108,7 @@ def main() -> None:
     rows = []
     for name, (mode, env) in VARIANTS.items():
         command = [sys.executable, "-m", "bench.pin_probe", "--child", mode, "--gib", str(args.gib)]
-        done = subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True, check=False)
-        row = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else {"error": done.stderr[-2000:]}
+        row, _ = run_child(command, env)
         rows.append({"variant": name, **row})
         log.info("%s", rows[-1])
     report({"gib": args.gib, "rows": rows}, args.out)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from bench.measure import report
+from bench.measure import report, run_child
 from bench.run import generator_files, make_cold
 from common.files import read_sequential
 from wan2gp_integration.pipeline import _start_device
@@ -65,9 +64,8 @@ def main() -> None:
     rows = []
     for what, evict in ROWS:
         command = [sys.executable, "-m", "bench.start_probe", "--volume", str(args.volume), "--child", what, evict]
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-        row = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else {"error": done.stderr[-2000:]}
-        rows.append({"what": what, "evict": evict, **row, "log": done.stderr[-1500:]})
+        row, stderr = run_child(command)
+        rows.append({"what": what, "evict": evict, **row, "log": stderr[-1500:]})
         log.info("%s %s: %s", what, evict, {k: v for k, v in rows[-1].items() if k != "log"})
     report({"rows": rows}, args.out)
 
