@@ -22,6 +22,9 @@ for stage in "$@"; do
     engine1-sdpa) python3 -m bench.run engine --volume "$volume" --profile 1 --attention sdpa --out "$out/bench-engine1-sdpa.json" ;;
     engine1-eager) python3 -m bench.run engine --volume "$volume" --profile 1 --compile off --out "$out/bench-engine1-eager.json" ;;
     engine1-nopin) python3 -m bench.run engine --volume "$volume" --profile 1 --pin-memory off --out "$out/bench-engine1-nopin.json" ;;
+    engine4-setup) python3 -m bench.run engine --volume "$volume" --profile 4 --steps 2 --profile-setup --out "$out/bench-engine4-setup.json" ;;
+    cold1)    python3 -m bench.run engine --volume "$volume" --profile 1 --steps 0 --out "$out/bench-cold1.json" ;;
+    cold4)    python3 -m bench.run engine --volume "$volume" --profile 4 --steps 0 --out "$out/bench-cold4.json" ;;
     engine4)  python3 -m bench.run engine --volume "$volume" --profile 4 --out "$out/bench-engine4.json" ;;
     engine4-eager) python3 -m bench.run engine --volume "$volume" --profile 4 --compile off --out "$out/bench-engine4-eager.json" ;;
     peer)     python3 -m bench.run peer --volume "$volume" --out "$out/bench-peer.json" ;;

@@ -109,6 +109,20 @@ def cmd_engine(args) -> dict:
                                              pin_memory=args.pin_memory, gemm=args.gemm)  # fmt: skip
     result["cold_start_s"] = time.perf_counter() - started
     result["rss_after_load_gib"] = host_peak_rss_gib()
+    if args.steps:
+        result.update(generation_stats(pipeline, args.steps))
+    if "sequential_read_s" in result and make_cold(files, args.evict):
+        # The same disk read the same files in 16.5-23.4 s within minutes: a second read after the run
+        # shows that spread, and the ratio is taken to their mean.
+        result["sequential_read_after_s"], _ = sequential_read_seconds(files)
+        read_s = (result["sequential_read_s"] + result["sequential_read_after_s"]) / 2
+        result["cold_start_over_read"] = result["cold_start_s"] / read_s
+    return result
+
+
+def generation_stats(pipeline, steps: int) -> dict:
+    """Seconds per CFG step, stage times and peak memory of one synthetic job of `steps` steps."""
+    result: dict = {}
     reference, pose = synthetic_job()
     step_ends: list[float] = []
 
@@ -119,7 +133,7 @@ def cmd_engine(args) -> dict:
     reset_vram_peak()
     started = time.perf_counter()
     frames = pipeline.generate(reference, pose, "a dancer on a stage", negative_prompt=None, seed=0,
-                               steps=args.steps, guidance_scale=5.0, shift=7.0, sampler="unipc", callback=on_step)  # fmt: skip
+                               steps=steps, guidance_scale=5.0, shift=7.0, sampler="unipc", callback=on_step)  # fmt: skip
     result["generate_s"] = time.perf_counter() - started
     result["output_shape"] = list(frames.shape)
     result["vram_peak_gib"] = vram_peak_gib()
@@ -130,12 +144,6 @@ def cmd_engine(args) -> dict:
     result["first_step_s"] = pipeline.last_timings["denoise"] - (step_ends[-1] - step_ends[0])
     result["step_s"] = [float(s) for s in np.diff(step_ends)]
     result["cfg_step_s"] = float(np.median(result["step_s"]))
-    if "sequential_read_s" in result and make_cold(files, args.evict):
-        # The same disk read the same files in 16.5-23.4 s within minutes: a second read after the run
-        # shows that spread, and the ratio is taken to their mean.
-        result["sequential_read_after_s"], _ = sequential_read_seconds(files)
-        read_s = (result["sequential_read_s"] + result["sequential_read_after_s"]) / 2
-        result["cold_start_over_read"] = result["cold_start_s"] / read_s
     return result
 
 
@@ -211,7 +219,7 @@ def main() -> None:
     parser.add_argument("--volume", type=Path, default=Path("build/volume-full"))
     parser.add_argument("--profile", type=int, default=None)
     parser.add_argument("--attention", default="auto")
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=3, help="engine: denoising steps; 0 measures the cold start alone")
     tri_state = {"auto": None, "on": True, "off": False}
     parser.add_argument("--compile", choices=tri_state, default="auto")
     parser.add_argument("--pin-memory", choices=tri_state, default="auto")

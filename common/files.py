@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pickle
 import struct
 import time
-import weakref
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from common.errors import VolumeFileError
+from common.page_lock import page_lock
 from common.pth_archive import UnsupportedArchive, state_dict_from_buffer
 from common.read_order import UNORDERED, ReadOrder
 
@@ -41,7 +42,9 @@ _SAFETENSORS_DTYPES = {
     "F8_E4M3": torch.float8_e4m3fn,
     "F8_E5M2": torch.float8_e5m2,
 }
-_READ_CHUNK = 64 << 20
+# One read() per chunk: between chunks the reading thread takes the GIL back, which the threads
+# building models and importing the compiler hold for milliseconds at a time (bench/start_probe.py).
+_READ_CHUNK = 1 << 30
 
 
 def load_pth(path: Path, reads: ReadOrder = UNORDERED) -> dict[str, torch.Tensor]:
@@ -162,19 +165,19 @@ def read_sequential(path: Path, reads: ReadOrder = UNORDERED) -> np.ndarray:
     with reads.turn(path):
         started = time.perf_counter()
         with open(path, "rb", buffering=0) as f:
-            _read_into(f, path, buffer, 0)
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)  # a larger read-ahead window
+            _read_into(f, path, buffer)
     log.info("read %s (%.1f GB) in %.1f s", path.name, size / 1e9, time.perf_counter() - started)
     return buffer
 
 
-def _read_into(f: BinaryIO, path: Path, buffer: np.ndarray, offset: int) -> None:
-    """Fill `buffer` with the file's bytes from `offset` on, in large chunks."""
+def _read_into(f: BinaryIO, path: Path, buffer: np.ndarray) -> None:
+    """Fill `buffer` with the file's bytes, in large chunks."""
     view, done = memoryview(buffer), 0
-    f.seek(offset)
     while done < len(buffer):
         n = f.readinto(view[done : done + _READ_CHUNK])
         if not n:
-            raise VolumeFileError(path, f"truncated while reading at byte {offset + done}")
+            raise VolumeFileError(path, f"truncated while reading at byte {done}")
         done += n
 
 
@@ -187,28 +190,6 @@ def _tensor_from(path: Path, name: str, entry: dict, buffer, offset: int) -> tor
     if start == end:
         return torch.empty(entry["shape"], dtype=dtype)
     return torch.frombuffer(buffer, dtype=dtype, offset=offset, count=(end - start) // dtype.itemsize).view(entry["shape"])
-
-
-def page_lock(buffer: np.ndarray) -> weakref.finalize:
-    """Page-lock `buffer` in place (needs CUDA), so that offloading copies it to the GPU asynchronously.
-    Returns the finalizer that unlocks it, which runs when the buffer is freed (or when called).
-
-    Registering memory that a read has just written ran at about 30 GiB/s on the H100 host, where
-    allocating page-locked memory first (cudaHostAlloc) ran at 1.1 GiB/s, slower than the disk (bench/pin_probe.py)."""
-    address = buffer.ctypes.data
-    status = int(torch.cuda.cudart().cudaHostRegister(address, buffer.nbytes, 1))  # 1: cudaHostRegisterPortable
-    if status:
-        raise RuntimeError(f"cudaHostRegister of {buffer.nbytes} bytes failed with CUDA error {status}")
-    # numpy calls weak-reference callbacks before it frees an array's memory.
-    unlock = weakref.finalize(buffer, _unlock, address)
-    unlock.atexit = False  # the process's end releases it; CUDA may be gone by then
-    return unlock
-
-
-def _unlock(address: int) -> None:
-    status = int(torch.cuda.cudart().cudaHostUnregister(address))
-    if status:
-        log.warning("cudaHostUnregister failed with CUDA error %d", status)
 
 
 def load_safetensors_sequential(

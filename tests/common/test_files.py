@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import gc
-
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -13,7 +10,6 @@ from common.errors import VolumeFileError
 from common.files import (
     check_layout,
     load_safetensors_sequential,
-    page_lock,
     pth_shapes,
     read_safetensors_header,
     read_sequential,
@@ -54,25 +50,6 @@ def test_page_locked_loads_are_pinned(safetensors_file):
     tensors, _ = load_safetensors_sequential(safetensors_file, page_locked=True)
     reference = load_file(str(safetensors_file))
     assert all(tensors[name].is_pinned() and torch.equal(tensors[name], t) for name, t in reference.items())
-
-
-@pytest.mark.gpu
-def test_page_lock_pins_in_place_until_unlocked():
-    buffer = np.arange(1 << 20, dtype=np.int32).view(np.uint8)
-    unlock = page_lock(buffer)
-    assert torch.from_numpy(buffer).is_pinned()
-    unlock()
-    assert not torch.from_numpy(buffer).is_pinned()
-    assert np.array_equal(buffer.view(np.int32), np.arange(1 << 20, dtype=np.int32))
-
-
-@pytest.mark.gpu
-def test_a_page_locked_buffer_is_unlocked_when_freed():
-    buffer = np.ones(1 << 20, dtype=np.uint8)
-    unlock = page_lock(buffer)
-    del buffer
-    gc.collect()
-    assert not unlock.alive
 
 
 def test_truncated_safetensors_names_the_file(safetensors_file):

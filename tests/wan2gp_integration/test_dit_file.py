@@ -13,6 +13,8 @@ import torch
 from optimum.quanto import QModuleMixin
 from safetensors.torch import load_file, save_file
 
+import common.files as common_files
+import common.page_lock as common_page_lock
 from common.errors import VolumeFileError
 from common.files import read_safetensors_header
 from tools.volume.dit_file import BF16_FILE, write_dit_file
@@ -156,6 +158,29 @@ def test_bf16_file_gives_the_int8_prediction_up_to_quantization(loaded):
         int8, bf16 = (loaded[name](**inputs) for name in (DIT_FILE, BF16_FILE))
     relative = ((int8 - bf16).norm() / bf16.norm()).item()
     assert 0 < relative < 0.03, relative
+
+
+def _storage_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Every tensor holding the model's data; a quanto weight's int8 data and scale apart."""
+    found = dict(model.named_buffers())
+    for name, param in model.named_parameters():
+        if type(param.data) is torch.Tensor:
+            found[name] = param
+        else:
+            found.update({f"{name}._data": param._data, f"{name}._scale": param._scale})
+    return found
+
+
+def test_a_page_locked_load_locks_every_tensor_and_tells_mmgp(volume, monkeypatch):
+    locked: list = []
+    monkeypatch.setattr(common_files, "page_lock", locked.append)  # the file's buffer
+    monkeypatch.setattr(common_page_lock, "page_lock", locked.append)  # what loading made anew
+    model = load_dit(volume / DIT_FILE, CPU, torch.bfloat16, pinned=True)
+    spans = [(buffer.ctypes.data, buffer.ctypes.data + buffer.nbytes) for buffer in locked]
+    outside = [name for name, tensor in _storage_tensors(model).items()
+               if tensor.numel() and not any(start <= tensor.data_ptr() < end for start, end in spans)]  # fmt: skip
+    assert len(locked) == 2 and outside == []
+    assert model._already_pinned  # mmgp's marker: it skips its own pinning of this model
 
 
 def test_missing_file_names_it(tmp_path):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
+
 import pytest
 import torch
 from mmgp import offload as mmgp_offload
@@ -101,6 +104,22 @@ def test_setup_passes_the_modules_and_options_and_restores_the_default_device(mo
     assert setup_offload(modules, 4) == "handle"
     assert torch.get_default_device() == before
     assert calls == [(modules, 4, profile_options(4))]
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_mmgp_sets_up_with_the_objects_made_so_far_frozen_and_thawed_after(monkeypatch, fails):
+    frozen = []
+
+    def fake_profile(modules, profile_no, **kwargs):
+        frozen.append(gc.get_freeze_count())
+        if fails:
+            raise RuntimeError("mmgp failed")
+        return "handle"
+
+    monkeypatch.setattr(mmgp_offload, "profile", fake_profile)
+    with pytest.raises(RuntimeError) if fails else contextlib.nullcontext():
+        setup_offload({"transformer": torch.nn.Linear(2, 2)}, 4)
+    assert frozen[0] > 0 and gc.get_freeze_count() == 0
 
 
 @pytest.mark.gpu

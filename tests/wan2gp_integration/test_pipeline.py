@@ -365,14 +365,14 @@ def test_the_generator_files_are_read_one_at_a_time_dit_first(generator_root, mo
     reads, busy, lock = [], [0, 0], threading.Lock()  # busy: reads now, most at once
     read_into = common_files._read_into
 
-    def recording_read_into(f, path, buffer, offset):
+    def recording_read_into(f, path, buffer):
         with lock:
             reads.append(Path(path).name)
             busy[0] += 1
             busy[1] = max(busy)
         try:
             time.sleep(0.05)  # long enough for side-by-side reads to overlap
-            return read_into(f, path, buffer, offset)
+            return read_into(f, path, buffer)
         finally:
             with lock:
                 busy[0] -= 1
