@@ -25,6 +25,8 @@ for stage in "$@"; do
     engine4-setup) python3 -m bench.run engine --volume "$volume" --profile 4 --steps 2 --profile-setup --out "$out/bench-engine4-setup.json" ;;
     cold1)    python3 -m bench.run engine --volume "$volume" --profile 1 --steps 0 --out "$out/bench-cold1.json" ;;
     cold4)    python3 -m bench.run engine --volume "$volume" --profile 4 --steps 0 --out "$out/bench-cold4.json" ;;
+    worker1)  python3 -m bench.run worker --volume "$volume" --profile 1 --out "$out/bench-worker1.json" ;;
+    worker4)  python3 -m bench.run worker --volume "$volume" --profile 4 --out "$out/bench-worker4.json" ;;
     engine4)  python3 -m bench.run engine --volume "$volume" --profile 4 --out "$out/bench-engine4.json" ;;
     engine4-eager) python3 -m bench.run engine --volume "$volume" --profile 4 --compile off --out "$out/bench-engine4-eager.json" ;;
     peer)     python3 -m bench.run peer --volume "$volume" --out "$out/bench-peer.json" ;;
@@ -46,7 +48,7 @@ for stage in "$@"; do
     engine4-warm-libs) python3 -m bench.run engine --volume "$volume" --profile 4 --evict weights --out "$out/bench-engine4-warm-libs.json" ;;
     fidelity-seeds) for st in "1 300" "2 950"; do set -- $st
         python3 -m bench.run fidelity --volume "$volume" --variants int8-gemm-fp8-attention-emulate --seed "$1" --timestep "$2" --out "$out/bench-fidelity-seed$1.json"; done ;;
-    gpu-tests) python3 -m pytest -q -m gpu tests/wan2gp_integration tests/pose/test_renderer.py -o addopts="" -W ignore ;;
+    gpu-tests) python3 -m pytest -q -m gpu tests/common tests/wan2gp_integration tests/pose/test_renderer.py -o addopts="" -W ignore ;;
     gpu-tests-8bit) python3 -m pytest -q -m gpu tests/wan2gp_integration/test_int8_gemm.py tests/wan2gp_integration/test_8bit.py -o addopts="" -W ignore ;;
     engine1-fast) python3 -m bench.run engine --volume "$volume" --profile 1 --attention fp8 --gemm fp8 --out "$out/bench-engine1-fast.json" ;;
     engine4-fast) python3 -m bench.run engine --volume "$volume" --profile 4 --attention fp8 --gemm fp8 --out "$out/bench-engine4-fast.json" ;;

@@ -2,6 +2,7 @@
 
     python -m bench.run build    --volume build/volume-full
     python -m bench.run engine   --volume build/volume-full --profile 1 --steps 3
+    python -m bench.run worker   --volume build/volume-full --profile 4
     python -m bench.run peer     --volume build/volume-full
     python -m bench.run fidelity --volume build/volume-full
 
@@ -120,6 +121,35 @@ def cmd_engine(args) -> dict:
     return result
 
 
+def cmd_worker(args) -> dict:
+    """The worker's cold start: Engine.load (pose models beside the generator) from cold files, against
+    one sequential read of every file it reads."""
+    from pose.files import DWPOSE_FILE, NLF_META_FILE, NLF_WEIGHTS_FILE, YOLOX_FILE
+    from tools.volume.pose_files import write_pose_files
+    from worker.engine import Engine
+    from worker.settings import Settings
+
+    if not (args.volume / NLF_WEIGHTS_FILE).is_file():
+        write_pose_files(args.volume, "full", multi_person=False)
+    files = generator_files(args.volume) + [args.volume / name for name in (YOLOX_FILE, DWPOSE_FILE, NLF_WEIGHTS_FILE, NLF_META_FILE)]
+    env = {"SCAIL_MODEL_ROOT": str(args.volume), "SCAIL_DEVICE": "cuda", "SCAIL_OFFLOAD_PROFILE": str(args.profile or "auto")}
+    settings = Settings.from_env(env)
+    result: dict = {"profile": args.profile, "evict": args.evict}
+    if make_cold(files, args.evict):
+        result["sequential_read_s"], read_bytes = sequential_read_seconds(files)
+        result["files_gib"] = read_bytes / GIB
+        result["cold_cache"] = make_cold(files, args.evict)
+    started = time.perf_counter()
+    Engine.load(settings)
+    result["cold_start_s"] = time.perf_counter() - started
+    result["rss_after_load_gib"] = host_peak_rss_gib()
+    if "sequential_read_s" in result and make_cold(files, args.evict):
+        result["sequential_read_after_s"], _ = sequential_read_seconds(files)
+        read_s = (result["sequential_read_s"] + result["sequential_read_after_s"]) / 2
+        result["cold_start_over_read"] = result["cold_start_s"] / read_s
+    return result
+
+
 def generation_stats(pipeline, steps: int) -> dict:
     """Seconds per CFG step, stage times and peak memory of one synthetic job of `steps` steps."""
     result: dict = {}
@@ -215,7 +245,7 @@ def cmd_peer(args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["build", "engine", "peer", "fidelity"])
+    parser.add_argument("command", choices=["build", "engine", "worker", "peer", "fidelity"])
     parser.add_argument("--volume", type=Path, default=Path("build/volume-full"))
     parser.add_argument("--profile", type=int, default=None)
     parser.add_argument("--attention", default="auto")
@@ -234,7 +264,7 @@ def main() -> None:
     args = parser.parse_args()
     args.compile, args.pin_memory = tri_state[args.compile], tri_state[args.pin_memory]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    commands = {"build": cmd_build, "engine": cmd_engine, "peer": cmd_peer}
+    commands = {"build": cmd_build, "engine": cmd_engine, "worker": cmd_worker, "peer": cmd_peer}
     from bench import fidelity
 
     commands["fidelity"] = fidelity.run

@@ -166,15 +166,16 @@ def read_sequential(path: Path, reads: ReadOrder = UNORDERED) -> np.ndarray:
         started = time.perf_counter()
         with open(path, "rb", buffering=0) as f:
             os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)  # a larger read-ahead window
-            _read_into(f, path, buffer)
+            _read_into(f, path, buffer, reads)
     log.info("read %s (%.1f GB) in %.1f s", path.name, size / 1e9, time.perf_counter() - started)
     return buffer
 
 
-def _read_into(f: BinaryIO, path: Path, buffer: np.ndarray) -> None:
-    """Fill `buffer` with the file's bytes, in large chunks."""
+def _read_into(f: BinaryIO, path: Path, buffer: np.ndarray, reads: ReadOrder) -> None:
+    """Fill `buffer` with the file's bytes, in large chunks, until done or `reads` are cancelled."""
     view, done = memoryview(buffer), 0
     while done < len(buffer):
+        reads.raise_if_cancelled()
         n = f.readinto(view[done : done + _READ_CHUNK])
         if not n:
             raise VolumeFileError(path, f"truncated while reading at byte {done}")

@@ -12,6 +12,7 @@ Interfaces assumed from the other pose packages:
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -80,6 +81,7 @@ class PoseVideoMaker:
     @classmethod
     def from_model_root(cls, root: Path, device: torch.device, multi_person: bool = True) -> PoseVideoMaker:
         """Check and load the pose files under `root` (SAM and MatAnyone only with `multi_person`)."""
+        started = time.perf_counter()
         from pose.nlf import load_nlf
 
         root = Path(root)
@@ -89,13 +91,15 @@ class PoseVideoMaker:
             from pose.multi import load_multi
 
             masks = load_multi(root, device)
-        return cls(
+        maker = cls(
             PersonDetector.from_file(root / YOLOX_FILE, device),
             WholeBodyEstimator.from_file(root / DWPOSE_FILE, device),
             load_nlf(root / NLF_WEIGHTS_FILE, root / NLF_META_FILE, device),
             CapsuleRenderer(device),
             masks,
         )
+        log.info("pose models loaded from %s on %s in %.1f s", root, device, time.perf_counter() - started)
+        return maker
 
     def detect(self, frames: np.ndarray, max_persons: int) -> FramePoses:
         """Per frame: up to `max_persons` best person boxes and their keypoints."""

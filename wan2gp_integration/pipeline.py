@@ -96,14 +96,12 @@ class ScailPipeline:
         pin_memory: bool | None = None,
         gemm: str = "auto",
     ) -> ScailPipeline:
-        """Check every generator file under `root`, then load them. CUDA: bfloat16 under mmgp `profile`
+        """Check every generator file under `root` and load them. CUDA: bfloat16 under mmgp `profile`
         (chosen from VRAM and RAM when None), the DiT's blocks compiled unless `compile` is False;
         `pin_memory` overrides the profile's pinning; `gemm` says how the blocks' int8 Linears compute
         (wan2gp_integration.gemm: auto, bf16, int8, fp8). CPU: float32, resident, eager, bf16-mode GEMMs."""
         root, device = Path(root), torch.device(device)
         started = time.perf_counter()
-        require_generator_files(root)
-        log.info("generator files checked in %.1f s", time.perf_counter() - started)
         resolve_backend(attention)  # an unknown backend fails now, not after the loads
         offloaded = device.type == "cuda"
         compiled = offloaded and compile is not False
@@ -119,7 +117,8 @@ class ScailPipeline:
         # threads whose files are in build their models. The DiT goes first, so that its build (the
         # longest) overlaps the encoders' reads and the small VAE's build is all that follows the last byte.
         reads = ReadOrder([dit_file, umt5_file, clip_file, vae_file])
-        with ThreadPoolExecutor(max_workers=5, thread_name_prefix="load") as pool:
+        pool = ThreadPoolExecutor(max_workers=5, thread_name_prefix="load")
+        try:
             # CUDA's context, library handles and the attention backend's probe get ready meanwhile.
             backend = pool.submit(_start_device, device, attention, compiled)
             dit = pool.submit(reads.run, dit_file, load_dit, dit_file, load_device, dtype, pinned=pinned, reads=reads)
@@ -128,8 +127,18 @@ class ScailPipeline:
             )
             clip = pool.submit(reads.run, clip_file, ClipVisionEncoder.from_file, clip_file, load_device, dtype, reads)
             vae = pool.submit(reads.run, vae_file, WanVAE.from_file, vae_file, load_device, dtype, reads)
+            # Every file's check (about a second) runs while the DiT is read, and names a bad file long
+            # before the 28 GB are in.
+            require_generator_files(root)
+            log.info("generator files checked in %.1f s", time.perf_counter() - started)
             dit, text_encoder, clip, vae = dit.result(), text_encoder.result(), clip.result(), vae.result()
             backend.result()
+        except BaseException:
+            # Fail now: the loads stop at their next chunk or turn; the device start ends on its own.
+            reads.cancel()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
         if gemm_mode != "bf16":
             use_gemm(dit, gemm_mode)
         handle = None

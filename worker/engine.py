@@ -14,6 +14,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
@@ -49,6 +50,17 @@ class Generator(Protocol):
     def generate(self, reference: np.ndarray, pose_frames: np.ndarray, prompt: str, **settings) -> np.ndarray: ...
 
     def release_job_memory(self) -> None: ...
+
+
+def _results(*futures: Future) -> list:
+    """Each future's result once all are done; the first failure raised, any later one logged."""
+    wait(futures)
+    failures = [future.exception() for future in futures if future.exception() is not None]
+    for failure in failures[1:]:
+        log.error("also failed while loading: %s: %s", type(failure).__name__, failure)
+    if failures:
+        raise failures[0]
+    return [future.result() for future in futures]
 
 
 def choose_device(name: str) -> torch.device:
@@ -90,16 +102,21 @@ class Engine:
         device = choose_device(settings.device)
         multi_person = (root / SAM_FILE).is_file() and (root / MATANYONE_FILE).is_file()
         started = time.perf_counter()
-        pose_maker = PoseVideoMaker.from_model_root(root, device, multi_person=multi_person)
-        pipeline = ScailPipeline.from_model_root(
-            root,
-            device,
-            profile=settings.offload_profile,
-            attention=settings.attention,
-            compile=settings.compile,
-            pin_memory=settings.pin_memory,
-            gemm=settings.gemm,
-        )
+        # Side by side: the pose models' sessions and the NLF read take seconds that the generator's
+        # 28 GB of reads hide.
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="engine-load") as pool:
+            pose_maker = pool.submit(PoseVideoMaker.from_model_root, root, device, multi_person=multi_person)
+            pipeline = pool.submit(
+                ScailPipeline.from_model_root,
+                root,
+                device,
+                profile=settings.offload_profile,
+                attention=settings.attention,
+                compile=settings.compile,
+                pin_memory=settings.pin_memory,
+                gemm=settings.gemm,
+            )
+            pose_maker, pipeline = _results(pose_maker, pipeline)
         log.info("engine loaded from %s on %s in %.1f s", root, device, time.perf_counter() - started)
         return cls(settings, pose_maker, pipeline, device=device, multi_person=multi_person)
 

@@ -7,9 +7,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from common.read_order import ReadOrder
+import common.files as common_files
+from common.read_order import ReadOrder, ReadsCancelled
 
 pytestmark = pytest.mark.timeout(30)  # a turn never passed on hangs the threads after it
 
@@ -93,3 +95,31 @@ def test_a_file_read_again_after_its_turn_reads_at_once():
         pass
     with reads.turn(FILES[0]):  # e.g. torch.load's fallback read; the umT5 file is next in turn
         pass
+
+
+def test_cancelling_wakes_the_reads_still_waiting_for_their_turn():
+    reads = ReadOrder(FILES)
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(Disk().read, reads, FILES[1])  # waits for the DiT, which never comes
+        time.sleep(0.05)
+        reads.cancel()
+        with pytest.raises(ReadsCancelled):
+            waiting.result(timeout=10)
+
+
+def test_a_read_under_way_stops_at_its_next_chunk_once_cancelled(monkeypatch):
+    monkeypatch.setattr(common_files, "_READ_CHUNK", 1024)
+    reads = ReadOrder()
+
+    class CancellingFile:
+        chunks = 0
+
+        def readinto(self, view) -> int:
+            self.chunks += 1
+            reads.cancel()  # as when another file's check fails meanwhile
+            return len(view)
+
+    file = CancellingFile()
+    with pytest.raises(ReadsCancelled):
+        common_files._read_into(file, Path("dit"), np.empty(64 * 1024, dtype=np.uint8), reads)
+    assert file.chunks == 1

@@ -365,14 +365,14 @@ def test_the_generator_files_are_read_one_at_a_time_dit_first(generator_root, mo
     reads, busy, lock = [], [0, 0], threading.Lock()  # busy: reads now, most at once
     read_into = common_files._read_into
 
-    def recording_read_into(f, path, buffer):
+    def recording_read_into(f, path, buffer, read_order):
         with lock:
             reads.append(Path(path).name)
             busy[0] += 1
             busy[1] = max(busy)
         try:
             time.sleep(0.05)  # long enough for side-by-side reads to overlap
-            return read_into(f, path, buffer)
+            return read_into(f, path, buffer, read_order)
         finally:
             with lock:
                 busy[0] -= 1
@@ -389,3 +389,31 @@ def test_a_corrupt_file_fails_the_load_without_holding_up_the_files_after_it(bro
     (broken_root / damaged).write_bytes(b"not a weight file")
     with pytest.raises(VolumeFileError, match=damaged):
         ScailPipeline.from_model_root(broken_root, torch.device("cpu"))
+
+
+@pytest.mark.timeout(60)
+def test_the_checks_run_while_the_dit_is_read_and_a_bad_file_stops_that_read(broken_root, monkeypatch):
+    (broken_root / VAE_FILE).unlink()
+    dit_reading, dit_stopped = threading.Event(), threading.Event()
+    read_into, check = common_files._read_into, pipeline_module.require_generator_files
+
+    def endless_dit_read(f, path, buffer, read_order):
+        if Path(path).name != Path(DIT_FILE).name:
+            return read_into(f, path, buffer, read_order)
+        dit_reading.set()
+        try:
+            while True:  # chunk after chunk, far slower than the checks
+                read_order.raise_if_cancelled()
+                time.sleep(0.01)
+        finally:
+            dit_stopped.set()
+
+    def checks_once_the_dit_is_being_read(root):
+        assert dit_reading.wait(10), "the checks ran before the DiT's read began"
+        return check(root)
+
+    monkeypatch.setattr(common_files, "_read_into", endless_dit_read)
+    monkeypatch.setattr(pipeline_module, "require_generator_files", checks_once_the_dit_is_being_read)
+    with pytest.raises(VolumeFileError, match=VAE_FILE):
+        ScailPipeline.from_model_root(broken_root, torch.device("cpu"))
+    assert dit_stopped.wait(10)
