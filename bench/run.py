@@ -122,11 +122,11 @@ def cmd_engine(args) -> dict:
 
 
 def cmd_worker(args) -> dict:
-    """The worker's cold start: Engine.load (pose models beside the generator) from cold files, against
-    one sequential read of every file it reads."""
+    """The worker's cold start: worker.models.load_models (pose models beside the generator, as
+    Engine.load) from cold files, against one sequential read of every file it reads."""
     from pose.files import DWPOSE_FILE, NLF_META_FILE, NLF_WEIGHTS_FILE, YOLOX_FILE
     from tools.volume.pose_files import write_pose_files
-    from worker.engine import Engine
+    from worker.models import load_models
     from worker.settings import Settings
 
     if not (args.volume / NLF_WEIGHTS_FILE).is_file():
@@ -140,7 +140,7 @@ def cmd_worker(args) -> dict:
         result["files_gib"] = read_bytes / GIB
         result["cold_cache"] = make_cold(files, args.evict)
     started = time.perf_counter()
-    Engine.load(settings)
+    load_models(settings)
     result["cold_start_s"] = time.perf_counter() - started
     result["rss_after_load_gib"] = host_peak_rss_gib()
     if "sequential_read_s" in result and make_cold(files, args.evict):

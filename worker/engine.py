@@ -14,7 +14,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
@@ -23,10 +22,10 @@ import numpy as np
 import torch
 
 from common.errors import InputError
-from pose.files import MATANYONE_FILE, SAM_FILE
 from pose.frames import MAX_FRAMES, fit_to_canvas, resample_frames
 from worker.inputs import fetch_input
 from worker.media import VideoReader, decode_image, encode_mp4
+from worker.models import load_models
 from worker.plan import default_size, job_fps, resolve, source_frames_needed
 from worker.progress import Progress
 from worker.schema import JobInput
@@ -50,24 +49,6 @@ class Generator(Protocol):
     def generate(self, reference: np.ndarray, pose_frames: np.ndarray, prompt: str, **settings) -> np.ndarray: ...
 
     def release_job_memory(self) -> None: ...
-
-
-def _results(*futures: Future) -> list:
-    """Each future's result once all are done; the first failure raised, any later one logged."""
-    wait(futures)
-    failures = [future.exception() for future in futures if future.exception() is not None]
-    for failure in failures[1:]:
-        log.error("also failed while loading: %s: %s", type(failure).__name__, failure)
-    if failures:
-        raise failures[0]
-    return [future.result() for future in futures]
-
-
-def choose_device(name: str) -> torch.device:
-    """`auto` -> the first CUDA device when usable, else CPU; otherwise the named device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 class Engine:
@@ -94,31 +75,9 @@ class Engine:
 
     @classmethod
     def load(cls, settings: Settings) -> Engine:
-        """Load the pose models and the pipeline from `settings.model_root` (the slow part of a cold start)."""
-        from pose.solution import PoseVideoMaker
-        from wan2gp_integration.pipeline import ScailPipeline
-
-        root = settings.model_root
-        device = choose_device(settings.device)
-        multi_person = (root / SAM_FILE).is_file() and (root / MATANYONE_FILE).is_file()
-        started = time.perf_counter()
-        # Side by side: the pose models' sessions and the NLF read take seconds that the generator's
-        # 28 GB of reads hide.
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="engine-load") as pool:
-            pose_maker = pool.submit(PoseVideoMaker.from_model_root, root, device, multi_person=multi_person)
-            pipeline = pool.submit(
-                ScailPipeline.from_model_root,
-                root,
-                device,
-                profile=settings.offload_profile,
-                attention=settings.attention,
-                compile=settings.compile,
-                pin_memory=settings.pin_memory,
-                gemm=settings.gemm,
-            )
-            pose_maker, pipeline = _results(pose_maker, pipeline)
-        log.info("engine loaded from %s on %s in %.1f s", root, device, time.perf_counter() - started)
-        return cls(settings, pose_maker, pipeline, device=device, multi_person=multi_person)
+        """The engine on the models of `settings.model_root` (worker.models: the slow part of a cold start)."""
+        models = load_models(settings)
+        return cls(settings, models.pose_maker, models.pipeline, device=models.device, multi_person=models.multi_person)
 
     @property
     def warm(self) -> bool:

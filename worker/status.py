@@ -16,8 +16,9 @@ import torch
 from wan2gp_integration import offload
 from wan2gp_integration.attention import current_backend, resolve_backend
 from wan2gp_integration.gemm import resolve_gemm
-from worker.engine import Engine, choose_device
+from worker.engine import Engine
 from worker.media import ffmpeg_version
+from worker.models import choose_device
 from worker.preflight import GIB, volume_checks
 from worker.settings import Settings
 

@@ -1,4 +1,4 @@
-"""Engine.load: the pose models and the generator load side by side, and a failure is never lost."""
+"""Engine.load (worker.models): the pose models and the generator load side by side, and a failure is never lost."""
 
 from __future__ import annotations
 
@@ -44,6 +44,6 @@ def test_a_generator_failure_is_raised_after_the_pose_models_load(make_settings,
 def test_when_both_fail_the_pose_error_is_raised_and_the_generators_logged(make_settings, monkeypatch, caplog):
     monkeypatch.setattr(PoseVideoMaker, "from_model_root", _loader(ValueError("NLF truncated")))
     monkeypatch.setattr(ScailPipeline, "from_model_root", _loader(OSError("DiT unreadable")))
-    with caplog.at_level(logging.ERROR, logger="worker.engine"), pytest.raises(ValueError, match="NLF truncated"):
+    with caplog.at_level(logging.ERROR, logger="worker.models"), pytest.raises(ValueError, match="NLF truncated"):
         Engine.load(make_settings())
     assert "OSError: DiT unreadable" in caplog.text
