@@ -1,7 +1,8 @@
 """The generator's files on the model volume (names relative to the model root) and their cheap checks.
 
 Checks read safetensors headers and .pth pickles onto the meta device only (no tensor data), so a
-missing, truncated or wrong file is reported in seconds, before any multi-GB load starts.
+missing, truncated or wrong file is reported in seconds. The pipeline runs them while the DiT is read
+and cancels the reads when one fails; the worker's preflight runs them on their own.
 """
 
 from __future__ import annotations
