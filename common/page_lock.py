@@ -40,8 +40,8 @@ def _unlock(address: int) -> None:
 
 
 def page_lock_module(module: nn.Module) -> int:
-    """Page-lock the plain parameters and buffers of `module` that are not page-locked yet (needs CUDA):
-    they move into one new buffer, locked in place. Returns the bytes moved.
+    """Page-lock the plain parameters and buffers of `module` that are not page-locked yet: they move
+    into one new buffer, locked in place (needs CUDA when there is any). Returns the bytes moved.
 
     For a model whose weights are views of a page-locked file buffer: what loading made anew (dtype
     casts, float32 modulations) is all that is left, and one copy plus one registration beats pinning
