@@ -17,7 +17,9 @@ import logging
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -25,6 +27,7 @@ import torch
 from bench.measure import host_peak_rss_gib, report, reset_vram_peak, vram_peak_gib
 
 log = logging.getLogger("bench")
+T = TypeVar("T")
 
 WIDTH, HEIGHT, FRAMES = 896, 512, 81
 GIB = 1 << 30
@@ -91,33 +94,42 @@ def cmd_build(args) -> dict:
     return {"build_s": time.perf_counter() - started}
 
 
+def timed_cold_load(files: list[Path], evict: str, load: Callable[[], T], result: dict) -> T:
+    """load() from cold `files`, timed into `result` against one sequential read of them before and one
+    after (the ratio is to their mean: the same disk read the same files in 16.5-23.4 s within minutes)."""
+    cold = make_cold(files, evict)
+    if cold:
+        result["sequential_read_s"], read_bytes = sequential_read_seconds(files)
+        result["weights_gib"] = read_bytes / GIB
+        result["cold_cache"] = make_cold(files, evict)
+    started = time.perf_counter()
+    loaded = load()
+    result["cold_start_s"] = time.perf_counter() - started
+    result["rss_after_load_gib"] = host_peak_rss_gib()
+    if cold and make_cold(files, evict):
+        result["sequential_read_after_s"], _ = sequential_read_seconds(files)
+        read_s = (result["sequential_read_s"] + result["sequential_read_after_s"]) / 2
+        result["cold_start_over_read"] = result["cold_start_s"] / read_s
+    return loaded
+
+
 def cmd_engine(args) -> dict:
     """Cold start, encoders, seconds per CFG step, VAE decode, peaks: one offload profile."""
     from wan2gp_integration.pipeline import ScailPipeline
 
-    files = generator_files(args.volume)
     result: dict = {"profile": args.profile, "attention": args.attention, "compile": args.compile,
                     "pin_memory": args.pin_memory, "gemm": args.gemm, "evict": args.evict}  # fmt: skip
-    if make_cold(files, args.evict):
-        result["sequential_read_s"], read_bytes = sequential_read_seconds(files)
-        result["weights_gib"] = read_bytes / GIB
-        result["cold_cache"] = make_cold(files, args.evict)
     if args.profile_setup:
         result["setup_profile"] = profile_offload_setup()
-    started = time.perf_counter()
-    pipeline = ScailPipeline.from_model_root(args.volume, torch.device("cuda"), profile=args.profile,
+
+    def load() -> ScailPipeline:
+        return ScailPipeline.from_model_root(args.volume, torch.device("cuda"), profile=args.profile,
                                              attention=args.attention, compile=args.compile,
                                              pin_memory=args.pin_memory, gemm=args.gemm)  # fmt: skip
-    result["cold_start_s"] = time.perf_counter() - started
-    result["rss_after_load_gib"] = host_peak_rss_gib()
+
+    pipeline = timed_cold_load(generator_files(args.volume), args.evict, load, result)
     if args.steps:
         result.update(generation_stats(pipeline, args.steps))
-    if "sequential_read_s" in result and make_cold(files, args.evict):
-        # The same disk read the same files in 16.5-23.4 s within minutes: a second read after the run
-        # shows that spread, and the ratio is taken to their mean.
-        result["sequential_read_after_s"], _ = sequential_read_seconds(files)
-        read_s = (result["sequential_read_s"] + result["sequential_read_after_s"]) / 2
-        result["cold_start_over_read"] = result["cold_start_s"] / read_s
     return result
 
 
@@ -131,22 +143,11 @@ def cmd_worker(args) -> dict:
 
     if not (args.volume / NLF_WEIGHTS_FILE).is_file():
         write_pose_files(args.volume, "full", multi_person=False)
-    files = generator_files(args.volume) + [args.volume / name for name in (YOLOX_FILE, DWPOSE_FILE, NLF_WEIGHTS_FILE, NLF_META_FILE)]
+    pose_files = [args.volume / name for name in (YOLOX_FILE, DWPOSE_FILE, NLF_WEIGHTS_FILE, NLF_META_FILE)]
     env = {"SCAIL_MODEL_ROOT": str(args.volume), "SCAIL_DEVICE": "cuda", "SCAIL_OFFLOAD_PROFILE": str(args.profile or "auto")}
     settings = Settings.from_env(env)
     result: dict = {"profile": args.profile, "evict": args.evict}
-    if make_cold(files, args.evict):
-        result["sequential_read_s"], read_bytes = sequential_read_seconds(files)
-        result["files_gib"] = read_bytes / GIB
-        result["cold_cache"] = make_cold(files, args.evict)
-    started = time.perf_counter()
-    load_models(settings)
-    result["cold_start_s"] = time.perf_counter() - started
-    result["rss_after_load_gib"] = host_peak_rss_gib()
-    if "sequential_read_s" in result and make_cold(files, args.evict):
-        result["sequential_read_after_s"], _ = sequential_read_seconds(files)
-        read_s = (result["sequential_read_s"] + result["sequential_read_after_s"]) / 2
-        result["cold_start_over_read"] = result["cold_start_s"] / read_s
+    timed_cold_load(generator_files(args.volume) + pose_files, args.evict, lambda: load_models(settings), result)
     return result
 
 
