@@ -10,9 +10,8 @@ volume=${SCAIL_BENCH_VOLUME:-build/volume-full}
 mkdir -p "$out"
 if [ -d .whl ] && [ ! -d /tmp/site ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
-  # Bytecode now, on every core, as an image's install has it (the host's torch lacks some too): else a
-  # host's first run compiles it mid cold start. Up-to-date files are skipped.
-  python3 -m compileall -q -j 0 /tmp/site "$(python3 -c 'import os, torch; print(os.path.dirname(torch.__file__))')" > /dev/null || true
+  # Bytecode now, on every core, as an image's install has it: else a host's first run compiles it mid cold start.
+  python3 -m compileall -q -j 0 /tmp/site > /dev/null || true
 fi
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 for stage in "$@"; do
