@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -68,8 +68,7 @@ def load_models(settings: Settings) -> Models:
 
 def _results(*futures: Future) -> list:
     """Each future's result once all are done; the first failure raised, any later one logged."""
-    wait(futures)
-    failures = [future.exception() for future in futures if future.exception() is not None]
+    failures = [error for error in (future.exception() for future in futures) if error is not None]
     for failure in failures[1:]:
         log.error("also failed while loading: %s: %s", type(failure).__name__, failure)
     if failures:
